@@ -1,0 +1,93 @@
+package graph
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/twofactor/service/graph/model"
+	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/settings"
+	"github.com/twofactor/service/internal/users"
+)
+
+func toSettings(s settings.Settings) *model.TwoFactorSettings {
+	out := &model.TwoFactorSettings{
+		General:   &model.GeneralSettings{DeliveryMethod: model.DeliveryMethod(s.DeliveryMethod)},
+		Defaults:  &model.DefaultSettings{Web: s.DefaultWeb, Manager: s.DefaultManager},
+		UpdatedAt: s.UpdatedAt,
+	}
+	if cp := s.Contact; cp != nil {
+		out.General.ContactPerson = &model.ContactPerson{Name: cp.Name, Email: optional(cp.Email), Phone: optional(cp.Phone)}
+	}
+	return out
+}
+
+func toUser(u users.User) *model.User {
+	return &model.User{
+		ID:          u.ID,
+		Email:       optional(u.Email),
+		Phone:       optional(u.Phone),
+		DisplayName: optional(u.DisplayName),
+		TwoFactor:   &model.UserTwoFactor{Web: u.TwoFactorWeb, Manager: u.TwoFactorManager},
+		CreatedAt:   u.CreatedAt,
+	}
+}
+
+func toAuditEvent(e audit.Event) *model.AuditEvent {
+	role := model.Role(strings.ToUpper(string(e.Actor.Role)))
+	out := &model.AuditEvent{
+		ID:        strconv.FormatInt(e.ID, 10),
+		Action:    model.AuditAction(e.Action),
+		Actor:     &model.AuditActor{ID: e.Actor.ID, DisplayName: optional(e.Actor.Name), Role: &role},
+		Details:   e.Details,
+		CreatedAt: e.CreatedAt,
+	}
+	if e.Target != nil {
+		out.TargetUser = &model.AuditActor{ID: e.Target.ID, DisplayName: optional(e.Target.Name)}
+	}
+	if e.App != "" {
+		app := toApp(users.App(e.App))
+		out.App = &app
+	}
+	return out
+}
+
+func toApp(a users.App) model.App { return model.App(strings.ToUpper(string(a))) }
+
+func fromApp(a model.App) users.App { return users.App(strings.ToLower(string(a))) }
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func pageInfo(cursors []string, hasNext, hasPrev bool) *model.PageInfo {
+	p := &model.PageInfo{HasNextPage: hasNext, HasPreviousPage: hasPrev}
+	if n := len(cursors); n > 0 {
+		p.StartCursor, p.EndCursor = &cursors[0], &cursors[n-1]
+	}
+	return p
+}
+
+func toAuditFilter(f *model.AuditLogFilter) audit.Filter {
+	if f == nil {
+		return audit.Filter{}
+	}
+	out := audit.Filter{UserID: deref(f.UserID), From: f.From, To: f.To}
+	for _, a := range f.Actions {
+		out.Actions = append(out.Actions, audit.Action(a))
+	}
+	if f.App != nil {
+		out.App = string(fromApp(*f.App))
+	}
+	return out
+}

@@ -1,0 +1,80 @@
+package graph
+
+import (
+	"context"
+	"errors"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/twofactor/service/graph/model"
+	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/cursor"
+	"github.com/twofactor/service/internal/users"
+	"github.com/twofactor/service/internal/validation"
+)
+
+// Error codes in extensions.code.
+const (
+	CodeUnauthenticated = "UNAUTHENTICATED"
+	CodeForbidden       = "FORBIDDEN"
+	CodeNotFound        = "NOT_FOUND"
+	CodeAlreadyExists   = "ALREADY_EXISTS"
+	CodeBadCursor       = "BAD_CURSOR"
+	CodeBadUserInput    = "BAD_USER_INPUT"
+	CodeInternal        = "INTERNAL"
+)
+
+// toGQL turns a domain error into a GraphQL error with extensions.code.
+// Anything unexpected is logged and reported without detail.
+func (r *Resolver) toGQL(ctx context.Context, err error) error {
+	e := &gqlerror.Error{Path: graphql.GetPath(ctx), Extensions: map[string]any{}}
+	var verr validation.Errors
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		e.Message, e.Extensions["code"] = "authentication required", CodeUnauthenticated
+	case errors.Is(err, auth.ErrForbidden):
+		e.Message, e.Extensions["code"] = "your role may not do this", CodeForbidden
+	case errors.Is(err, users.ErrNotFound):
+		e.Message, e.Extensions["code"] = "not found", CodeNotFound
+	case errors.Is(err, cursor.ErrBad):
+		e.Message, e.Extensions["code"] = "malformed cursor", CodeBadCursor
+	case errors.As(err, &verr):
+		e.Message, e.Extensions["code"] = verr.Error(), CodeBadUserInput
+		e.Extensions["userErrors"] = userErrors(verr, "")
+	default:
+		r.Logger.ErrorContext(ctx, "resolver failed", "path", graphql.GetPath(ctx).String(), "err", err)
+		e.Message, e.Extensions["code"] = "internal error", CodeInternal
+	}
+	return e
+}
+
+// mutationErrors splits a mutation's error into user errors, which go in
+// the payload, and everything else, which fails the field. field names the
+// input holding an id that was not found or already exists.
+func (r *Resolver) mutationErrors(ctx context.Context, err error, idField string) ([]model.UserError, error) {
+	var verr validation.Errors
+	switch {
+	case err == nil:
+		return []model.UserError{}, nil
+	case errors.As(err, &verr):
+		return userErrors(verr, "input"), nil
+	case errors.Is(err, users.ErrNotFound):
+		return []model.UserError{{Field: []string{"input", idField}, Code: CodeNotFound, Message: "no such user"}}, nil
+	case errors.Is(err, users.ErrAlreadyExists):
+		return []model.UserError{{Field: []string{"input", idField}, Code: CodeAlreadyExists, Message: "a user with this id already exists"}}, nil
+	}
+	return nil, r.toGQL(ctx, err)
+}
+
+func userErrors(v validation.Errors, prefix string) []model.UserError {
+	out := make([]model.UserError, len(v))
+	for i, fe := range v {
+		field := fe.Field
+		if prefix != "" {
+			field = append([]string{prefix}, fe.Field...)
+		}
+		out[i] = model.UserError{Field: field, Code: fe.Code, Message: fe.Message}
+	}
+	return out
+}

@@ -1,0 +1,88 @@
+package graph
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/twofactor/service/graph/model"
+	"github.com/twofactor/service/internal/metrics"
+)
+
+// Limits bound what one operation may ask for.
+type Limits struct {
+	MaxComplexity int
+	MaxDepth      int
+}
+
+// DefaultLimits fit every query the frontends make with room to spare.
+var DefaultLimits = Limits{MaxComplexity: 5000, MaxDepth: 12}
+
+// NewHandler builds the GraphQL HTTP handler around r.
+func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics) *handler.Server {
+	cfg := Config{Resolvers: r}
+	// A connection costs its page size times its nodes, so a deep page of
+	// heavy nodes counts for what it is.
+	cfg.Complexity.Query.AuditLog = func(child int, first *int, _ *string, last *int, _ *string, _ *model.AuditLogFilter) int {
+		return pageCost(child, first, last)
+	}
+	cfg.Complexity.Query.Users = func(child int, first *int, _ *string, _ *string) int {
+		return pageCost(child, first, nil)
+	}
+
+	srv := handler.New(NewExecutableSchema(cfg))
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	srv.Use(extension.Introspection{})
+	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
+	srv.Use(depthLimit{max: limits.MaxDepth})
+	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
+		r.Logger.ErrorContext(ctx, "resolver panicked", "panic", fmt.Sprint(p))
+		return &gqlerror.Error{Message: "internal error", Extensions: map[string]any{"code": CodeInternal}}
+	})
+	if m != nil {
+		srv.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+			resp := next(ctx)
+			if graphql.HasOperationContext(ctx) {
+				oc := graphql.GetOperationContext(ctx)
+				if oc.Operation != nil {
+					m.GraphQLOps.WithLabelValues(string(oc.Operation.Operation), oc.OperationName).Inc()
+				}
+			}
+			if resp != nil {
+				for _, e := range resp.Errors {
+					code, _ := e.Extensions["code"].(string)
+					if code == "" {
+						code = "UNKNOWN"
+					}
+					m.GraphQLErrors.WithLabelValues(code).Inc()
+				}
+			}
+			return resp
+		})
+	}
+	return srv
+}
+
+func pageCost(child int, first, last *int) int {
+	n := 20
+	if first != nil {
+		n = *first
+	} else if last != nil {
+		n = *last
+	}
+	if n < 1 {
+		n = 1
+	}
+	return 1 + n*child
+}

@@ -1,0 +1,17 @@
+package graph
+
+import (
+	"log/slog"
+
+	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/settings"
+	"github.com/twofactor/service/internal/users"
+)
+
+// Resolver holds the domain services the resolvers translate to.
+type Resolver struct {
+	SettingsService *settings.Service
+	UserService     *users.Service
+	AuditService    *audit.Log
+	Logger          *slog.Logger
+}

@@ -1,0 +1,173 @@
+// Package httpapi is the HTTP surface around the GraphQL handler: routes,
+// authentication, CORS, body limits, logging, metrics and health checks.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/rs/cors"
+
+	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/metrics"
+)
+
+// Verifier turns a bearer token into a caller.
+type Verifier interface {
+	Verify(token string) (auth.Caller, error)
+}
+
+// Config is what the HTTP layer needs.
+type Config struct {
+	GraphQL        http.Handler
+	Tokens         Verifier
+	Metrics        *metrics.Metrics
+	Logger         *slog.Logger
+	AllowedOrigins []string
+	MaxBodyBytes   int64
+	// Ready reports whether the database and Redis answer.
+	Ready func(context.Context) error
+	// PlaygroundToken, when set, is filled into the playground's
+	// Authorization header for visitors from this machine (embedded mode).
+	PlaygroundToken string
+}
+
+// DefaultMaxBodyBytes bounds a request body; real operations are a few KiB.
+const DefaultMaxBodyBytes = 64 << 10
+
+// New returns the service's HTTP handler.
+func New(cfg Config) http.Handler {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, cfg.observe, cfg.recoverer)
+
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, req *http.Request) {
+		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+		defer cancel()
+		if err := cfg.Ready(ctx); err != nil {
+			cfg.Logger.WarnContext(ctx, "not ready", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Method(http.MethodGet, "/metrics", cfg.Metrics.Handler())
+	r.Get("/", cfg.playground)
+
+	c := cors.New(cors.Options{
+		AllowedOrigins:   cfg.AllowedOrigins,
+		AllowedMethods:   []string{http.MethodGet, http.MethodPost},
+		AllowedHeaders:   []string{"Authorization", "Content-Type"},
+		AllowCredentials: false,
+		MaxAge:           600,
+	})
+	r.With(c.Handler, cfg.limitBody, cfg.authenticate).Handle("/query", cfg.GraphQL)
+	return r
+}
+
+func (cfg Config) playground(w http.ResponseWriter, r *http.Request) {
+	var ui map[string]string
+	if cfg.PlaygroundToken != "" && fromLoopback(r) {
+		ui = map[string]string{"Authorization": "Bearer " + cfg.PlaygroundToken}
+	}
+	playground.HandlerWithHeaders("Two-factor service", "/query", nil, ui).ServeHTTP(w, r)
+}
+
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// authenticate puts the caller in the context, or answers 401 in the
+// GraphQL error shape so clients handle it like any other error.
+func (cfg Config) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			next.ServeHTTP(w, r)
+			return
+		}
+		token, ok := bearer(r.Header.Get("Authorization"))
+		if !ok {
+			unauthenticated(w, "send Authorization: Bearer <token>")
+			return
+		}
+		c, err := cfg.Tokens.Verify(token)
+		if err != nil {
+			unauthenticated(w, "invalid token: "+strings.TrimPrefix(err.Error(), auth.ErrUnauthenticated.Error()+": "))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), c)))
+	})
+}
+
+func bearer(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+func unauthenticated(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="twofactor"`)
+	writeGraphQLError(w, http.StatusUnauthorized, "UNAUTHENTICATED", msg)
+}
+
+// limitBody refuses bodies over the limit with a clear error, whether the
+// client declared the length or not.
+func (cfg Config) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > cfg.MaxBodyBytes {
+			writeGraphQLError(w, http.StatusRequestEntityTooLarge, "REQUEST_TOO_LARGE",
+				"request body is larger than the limit")
+			return
+		}
+		if r.Body != nil {
+			body := http.MaxBytesReader(w, r.Body, cfg.MaxBodyBytes)
+			buf, err := readAll(body)
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				writeGraphQLError(w, http.StatusRequestEntityTooLarge, "REQUEST_TOO_LARGE",
+					"request body is larger than the limit")
+				return
+			}
+			if err != nil {
+				writeGraphQLError(w, http.StatusBadRequest, "BAD_REQUEST", "could not read request body")
+				return
+			}
+			r.Body = buf
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeGraphQLError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{
+		"errors": []map[string]any{{"message": msg, "extensions": map[string]string{"code": code}}},
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

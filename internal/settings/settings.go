@@ -1,0 +1,249 @@
+// Package settings holds each company's 2FA configuration: how codes are
+// delivered, whom users may contact when locked out, and the defaults for
+// new users.
+package settings
+
+import (
+	"context"
+	"errors"
+
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/validation"
+	"github.com/twofactor/service/models"
+)
+
+// DeliveryMethod is how codes reach users.
+type DeliveryMethod string
+
+// Delivery methods.
+const (
+	SMSWithEmailBackup DeliveryMethod = "SMS_WITH_EMAIL_BACKUP"
+	EmailOnly          DeliveryMethod = "EMAIL_ONLY"
+)
+
+// Valid reports whether m is a known method.
+func (m DeliveryMethod) Valid() bool { return m == SMSWithEmailBackup || m == EmailOnly }
+
+// ContactPerson is shown to users who ran out of code attempts.
+type ContactPerson struct {
+	Name  string `json:"name"`
+	Email string `json:"email,omitempty"`
+	Phone string `json:"phone,omitempty"`
+}
+
+// Settings is one company's configuration.
+type Settings struct {
+	Company        string
+	DeliveryMethod DeliveryMethod
+	Contact        *ContactPerson
+	DefaultWeb     bool
+	DefaultManager bool
+	UpdatedAt      time.Time
+}
+
+// AuditWriter appends an audit row inside the caller's transaction.
+type AuditWriter interface {
+	Write(tx *gorm.DB, e *audit.Event) error
+}
+
+// Service reads and changes settings.
+type Service struct {
+	db    *gorm.DB
+	audit AuditWriter
+}
+
+// NewService returns a settings service.
+func NewService(db *gorm.DB, audit AuditWriter) *Service {
+	return &Service{db: db, audit: audit}
+}
+
+// Get returns the caller's company settings. Admin only.
+func (s *Service) Get(ctx context.Context, c auth.Caller) (Settings, error) {
+	if err := c.Require(auth.RoleAdmin); err != nil {
+		return Settings{}, fmt.Errorf("get settings: %w", err)
+	}
+	return s.ForCompany(ctx, c.Company)
+}
+
+// ForCompany returns a company's settings, creating the defaults on first
+// use. It is for other services acting on the company's behalf.
+func (s *Service) ForCompany(ctx context.Context, company string) (Settings, error) {
+	var row models.CompanySettings
+	db := s.db.WithContext(ctx)
+	err := db.Where("company_id = ?", company).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		row, err = load(db, company, false)
+	}
+	if err != nil {
+		return Settings{}, fmt.Errorf("get settings: %w", err)
+	}
+	return fromRow(row), nil
+}
+
+// load reads the row, inserting the defaults when it does not exist yet.
+func load(tx *gorm.DB, company string, forUpdate bool) (models.CompanySettings, error) {
+	row := models.CompanySettings{CompanyID: company, DeliveryMethod: string(SMSWithEmailBackup)}
+	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
+		return row, err
+	}
+	q := tx.Where("company_id = ?", company)
+	if forUpdate {
+		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+	}
+	err := q.Take(&row).Error
+	return row, err
+}
+
+// GeneralUpdate changes the general settings. Nil fields stay as they
+// are; SetContact with a nil Contact removes the contact person.
+type GeneralUpdate struct {
+	DeliveryMethod *DeliveryMethod
+	SetContact     bool
+	Contact        *ContactPerson
+}
+
+func (u GeneralUpdate) validate() error {
+	var v validation.Errors
+	if u.DeliveryMethod != nil && !u.DeliveryMethod.Valid() {
+		v.Add(validation.CodeInvalidValue, "unknown delivery method", "deliveryMethod")
+	}
+	if cp := u.Contact; u.SetContact && cp != nil {
+		v.Text(cp.Name, true, validation.MaxNameLen, "contactPerson", "name")
+		if cp.Email != "" {
+			v.Email(cp.Email, "contactPerson", "email")
+		}
+		if cp.Phone != "" {
+			v.Phone(cp.Phone, "contactPerson", "phone")
+		}
+		if cp.Email == "" && cp.Phone == "" {
+			v.Add(validation.CodeRequired, "give an email or a phone so users can reach this person", "contactPerson")
+		}
+	}
+	return v.Err()
+}
+
+// UpdateGeneral changes the delivery method and contact person. Admin only.
+func (s *Service) UpdateGeneral(ctx context.Context, c auth.Caller, u GeneralUpdate) (Settings, error) {
+	if err := c.Require(auth.RoleAdmin); err != nil {
+		return Settings{}, fmt.Errorf("update general settings: %w", err)
+	}
+	if err := u.validate(); err != nil {
+		return Settings{}, fmt.Errorf("update general settings: %w", err)
+	}
+	return s.update(ctx, c, audit.GeneralSettingsChanged, func(row *models.CompanySettings) audit.Change {
+		ch := audit.Change{Before: map[string]any{}, After: map[string]any{}}
+		if m := u.DeliveryMethod; m != nil && string(*m) != row.DeliveryMethod {
+			ch.Before["deliveryMethod"], ch.After["deliveryMethod"] = row.DeliveryMethod, *m
+			row.DeliveryMethod = string(*m)
+		}
+		if before := contactOf(*row); u.SetContact && !sameContact(before, u.Contact) {
+			ch.Before["contactPerson"], ch.After["contactPerson"] = before, u.Contact
+			row.ContactName, row.ContactEmail, row.ContactPhone = nil, nil, nil
+			if cp := u.Contact; cp != nil {
+				row.ContactName, row.ContactEmail, row.ContactPhone = &cp.Name, optional(cp.Email), optional(cp.Phone)
+			}
+		}
+		return ch
+	})
+}
+
+// DefaultsUpdate changes whether new users start with 2FA on. Nil fields
+// stay as they are.
+type DefaultsUpdate struct {
+	Web, Manager *bool
+}
+
+// UpdateDefaults changes the defaults for new users. Admin only.
+func (s *Service) UpdateDefaults(ctx context.Context, c auth.Caller, u DefaultsUpdate) (Settings, error) {
+	if err := c.Require(auth.RoleAdmin); err != nil {
+		return Settings{}, fmt.Errorf("update default settings: %w", err)
+	}
+	return s.update(ctx, c, audit.DefaultSettingsChanged, func(row *models.CompanySettings) audit.Change {
+		ch := audit.Change{Before: map[string]any{}, After: map[string]any{}}
+		if u.Web != nil && *u.Web != row.DefaultWeb {
+			ch.Before["web"], ch.After["web"] = row.DefaultWeb, *u.Web
+			row.DefaultWeb = *u.Web
+		}
+		if u.Manager != nil && *u.Manager != row.DefaultManager {
+			ch.Before["manager"], ch.After["manager"] = row.DefaultManager, *u.Manager
+			row.DefaultManager = *u.Manager
+		}
+		return ch
+	})
+}
+
+// update applies edit to the locked row and writes the change and its
+// audit row in one transaction. An edit that changes nothing writes
+// nothing.
+func (s *Service) update(ctx context.Context, c auth.Caller, action audit.Action, edit func(*models.CompanySettings) audit.Change) (Settings, error) {
+	var row models.CompanySettings
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		if row, err = load(tx, c.Company, true); err != nil {
+			return err
+		}
+		ch := edit(&row)
+		if len(ch.After) == 0 {
+			return nil
+		}
+		if err := tx.Save(&row).Error; err != nil {
+			return err
+		}
+		return s.audit.Write(tx, &audit.Event{
+			Company: c.Company,
+			Action:  action,
+			Actor:   audit.ActorOf(c),
+			Details: audit.Details(ch),
+		})
+	})
+	if err != nil {
+		return Settings{}, fmt.Errorf("update settings: %w", err)
+	}
+	return fromRow(row), nil
+}
+
+func fromRow(r models.CompanySettings) Settings {
+	return Settings{
+		Company:        r.CompanyID,
+		DeliveryMethod: DeliveryMethod(r.DeliveryMethod),
+		Contact:        contactOf(r),
+		DefaultWeb:     r.DefaultWeb,
+		DefaultManager: r.DefaultManager,
+		UpdatedAt:      r.UpdatedAt.UTC(),
+	}
+}
+
+func contactOf(r models.CompanySettings) *ContactPerson {
+	if r.ContactName == nil {
+		return nil
+	}
+	return &ContactPerson{Name: *r.ContactName, Email: deref(r.ContactEmail), Phone: deref(r.ContactPhone)}
+}
+
+func sameContact(a, b *ContactPerson) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,142 @@
+// Package store opens the database and Redis, and owns the schema
+// migrations. Embedded mode uses SQLite and an in-process Redis; production
+// uses PostgreSQL and a real Redis.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/glebarez/sqlite"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// OpenDB connects to PostgreSQL when url is set, else to a SQLite file in
+// dataDir, and runs the migrations.
+func OpenDB(ctx context.Context, url, dataDir string) (*gorm.DB, error) {
+	cfg := &gorm.Config{
+		Logger:  logger.Discard,
+		NowFunc: Now,
+		// Every write that needs a transaction opens one explicitly.
+		SkipDefaultTransaction: true,
+	}
+	var (
+		db  *gorm.DB
+		err error
+	)
+	if url == "" {
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("open database: create data dir: %w", err)
+		}
+		dsn := filepath.Join(dataDir, "twofactor.db") +
+			"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+		db, err = gorm.Open(sqlite.Open(dsn), cfg)
+	} else {
+		db, err = openPostgres(url, cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if url == "" {
+		// SQLite has one writer; a single connection turns lock contention
+		// into queueing instead of SQLITE_BUSY errors.
+		sqlDB.SetMaxOpenConns(1)
+	} else {
+		sqlDB.SetMaxOpenConns(20)
+		sqlDB.SetMaxIdleConns(20)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if err := Migrate(ctx, db); err != nil {
+		_ = sqlDB.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// OpenPostgres connects to PostgreSQL without migrating, for
+// administrative work such as creating test schemas.
+func OpenPostgres(ctx context.Context, url string) (*gorm.DB, error) {
+	db, err := openPostgres(url, &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	sqlDB, err := db.DB()
+	if err == nil {
+		err = sqlDB.PingContext(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return db, nil
+}
+
+func openPostgres(url string, cfg *gorm.Config) (*gorm.DB, error) {
+	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
+		return nil, errors.New("DATABASE_URL must start with postgres://")
+	}
+	return gorm.Open(postgres.Open(url), cfg)
+}
+
+// Now is the clock for stored timestamps: UTC, truncated to the
+// millisecond precision that the API shows, so filters and output agree.
+func Now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// IsPostgres tells the dialects apart where SQL must differ.
+func IsPostgres(db *gorm.DB) bool { return db.Dialector.Name() == "postgres" }
+
+// Redis is a Redis client plus whatever must be shut down with it.
+type Redis struct {
+	*redis.Client
+	embedded *miniredis.Miniredis
+}
+
+// Close closes the client and stops the in-process server, if any.
+func (r *Redis) Close() error {
+	err := r.Client.Close()
+	if r.embedded != nil {
+		r.embedded.Close()
+	}
+	return err
+}
+
+// Embedded reports whether this is the in-process Redis.
+func (r *Redis) Embedded() bool { return r.embedded != nil }
+
+// OpenRedis connects to url, or starts an in-process Redis when url is
+// empty.
+func OpenRedis(ctx context.Context, url string) (*Redis, error) {
+	if url == "" {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("start in-process redis: %w", err)
+		}
+		return &Redis{Client: redis.NewClient(&redis.Options{Addr: mr.Addr()}), embedded: mr}, nil
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("open redis: REDIS_URL: %w", err)
+	}
+	c := redis.NewClient(opts)
+	if err := c.Ping(ctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("open redis: %w", err)
+	}
+	return &Redis{Client: c}, nil
+}

@@ -1,0 +1,330 @@
+// Package users holds the platform users known to the 2FA service and
+// their per-app 2FA switches.
+package users
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/cursor"
+	"github.com/twofactor/service/internal/settings"
+	"github.com/twofactor/service/internal/validation"
+	"github.com/twofactor/service/models"
+)
+
+// App is a frontend with its own 2FA switch.
+type App string
+
+// Apps.
+const (
+	Web     App = "web"
+	Manager App = "manager"
+)
+
+// Valid reports whether a is a known app.
+func (a App) Valid() bool { return a == Web || a == Manager }
+
+// Errors the GraphQL layer maps to codes.
+var (
+	ErrNotFound      = errors.New("user not found")
+	ErrAlreadyExists = errors.New("user already exists")
+)
+
+// User is a platform user.
+type User struct {
+	Company          string
+	ID               string
+	Email            string
+	Phone            string
+	DisplayName      string
+	TwoFactorWeb     bool
+	TwoFactorManager bool
+	CreatedAt        time.Time
+}
+
+// TwoFactor reports whether 2FA is on for app.
+func (u User) TwoFactor(app App) bool {
+	if app == Manager {
+		return u.TwoFactorManager
+	}
+	return u.TwoFactorWeb
+}
+
+// AuditWriter appends an audit row inside the caller's transaction.
+type AuditWriter interface {
+	Write(tx *gorm.DB, e *audit.Event) error
+}
+
+// Defaults gives a company's settings, for the switches of new users.
+type Defaults interface {
+	ForCompany(ctx context.Context, company string) (settings.Settings, error)
+}
+
+// Service reads and changes users.
+type Service struct {
+	db       *gorm.DB
+	audit    AuditWriter
+	defaults Defaults
+}
+
+// NewService returns a users service.
+func NewService(db *gorm.DB, audit AuditWriter, defaults Defaults) *Service {
+	return &Service{db: db, audit: audit, defaults: defaults}
+}
+
+// NewUser is the input to Create.
+type NewUser struct {
+	ID, Email, Phone, DisplayName string
+}
+
+func (n NewUser) validate() error {
+	var v validation.Errors
+	v.ID(n.ID, "id")
+	if n.Email != "" {
+		v.Email(n.Email, "email")
+	}
+	if n.Phone != "" {
+		v.Phone(n.Phone, "phone")
+	}
+	v.Text(n.DisplayName, false, validation.MaxNameLen, "displayName")
+	return v.Err()
+}
+
+// Create adds a user whose switches follow the company defaults. Admins
+// and services only.
+func (s *Service) Create(ctx context.Context, c auth.Caller, n NewUser) (User, error) {
+	if err := c.Require(auth.RoleAdmin, auth.RoleService); err != nil {
+		return User{}, fmt.Errorf("create user: %w", err)
+	}
+	if err := n.validate(); err != nil {
+		return User{}, fmt.Errorf("create user: %w", err)
+	}
+	defaults, err := s.defaults.ForCompany(ctx, c.Company)
+	if err != nil {
+		return User{}, fmt.Errorf("create user: %w", err)
+	}
+	row := models.User{
+		CompanyID:        c.Company,
+		ID:               n.ID,
+		Email:            optional(n.Email),
+		Phone:            optional(n.Phone),
+		DisplayName:      optional(n.DisplayName),
+		TwoFactorWeb:     defaults.DefaultWeb,
+		TwoFactorManager: defaults.DefaultManager,
+	}
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrAlreadyExists
+		}
+		u := fromRow(row)
+		return s.audit.Write(tx, &audit.Event{
+			Company: c.Company,
+			Action:  audit.UserCreated,
+			Actor:   audit.ActorOf(c),
+			Target:  target(u),
+			Details: audit.Details(audit.Change{Before: map[string]any{}, After: snapshot(u)}),
+		})
+	})
+	if err != nil {
+		return User{}, fmt.Errorf("create user %q: %w", n.ID, err)
+	}
+	return fromRow(row), nil
+}
+
+// Get returns a user of the caller's company. A user-role caller sees only
+// themself; anyone else is reported as not found, never as forbidden, so
+// existence does not leak.
+func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (User, error) {
+	if c.Role == auth.RoleUser && id != c.UserID {
+		return User{}, fmt.Errorf("get user: %w", ErrNotFound)
+	}
+	var row models.User
+	err := s.db.WithContext(ctx).Where("company_id = ? AND id = ?", c.Company, id).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return User{}, fmt.Errorf("get user: %w", ErrNotFound)
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("get user: %w", err)
+	}
+	return fromRow(row), nil
+}
+
+// ListRequest pages through users by id.
+type ListRequest struct {
+	First *int
+	After string
+	Query string // case-insensitive substring of id, email or display name
+}
+
+// ListPage is one page of users.
+type ListPage struct {
+	Users       []User
+	HasNextPage bool
+	HasPrevious bool
+}
+
+// Page size bounds.
+const (
+	DefaultPageSize = 20
+	MaxPageSize     = 100
+)
+
+const cursorKind = "user"
+
+// Cursor is the opaque position of u in a listing.
+func Cursor(u User) string { return cursor.Encode(cursorKind, u.ID) }
+
+// List returns users of the caller's company. Admins and services only.
+func (s *Service) List(ctx context.Context, c auth.Caller, r ListRequest) (ListPage, error) {
+	if err := c.Require(auth.RoleAdmin, auth.RoleService); err != nil {
+		return ListPage{}, fmt.Errorf("list users: %w", err)
+	}
+	var v validation.Errors
+	size := DefaultPageSize
+	if r.First != nil {
+		size = *r.First
+		if size < 0 || size > MaxPageSize {
+			v.Add(validation.CodeInvalidValue, fmt.Sprintf("must be between 0 and %d", MaxPageSize), "first")
+		}
+	}
+	if len(r.Query) > validation.MaxNameLen {
+		v.Add(validation.CodeTooLong, fmt.Sprintf("must be at most %d characters", validation.MaxNameLen), "query")
+	}
+	if err := v.Err(); err != nil {
+		return ListPage{}, fmt.Errorf("list users: %w", err)
+	}
+	q := s.db.WithContext(ctx).Where("company_id = ?", c.Company)
+	if r.After != "" {
+		after, err := cursor.Decode(cursorKind, r.After)
+		if err != nil {
+			return ListPage{}, fmt.Errorf("list users: after: %w", err)
+		}
+		q = q.Where("id > ?", after)
+	}
+	if r.Query != "" {
+		like := "%" + escapeLike(strings.ToLower(r.Query)) + "%"
+		q = q.Where(`(LOWER(id) LIKE ? ESCAPE '\' OR LOWER(email) LIKE ? ESCAPE '\' OR LOWER(display_name) LIKE ? ESCAPE '\')`, like, like, like)
+	}
+	var rows []models.User
+	if err := q.Order("id ASC").Limit(size + 1).Find(&rows).Error; err != nil {
+		return ListPage{}, fmt.Errorf("list users: %w", err)
+	}
+	page := ListPage{HasNextPage: len(rows) > size, HasPrevious: r.After != ""}
+	if page.HasNextPage {
+		rows = rows[:size]
+	}
+	for _, row := range rows {
+		page.Users = append(page.Users, fromRow(row))
+	}
+	return page, nil
+}
+
+// SetTwoFactor switches 2FA on or off for one user and app. Admin only.
+// Setting the value it already has writes nothing.
+func (s *Service) SetTwoFactor(ctx context.Context, c auth.Caller, id string, app App, enabled bool) (User, error) {
+	if err := c.Require(auth.RoleAdmin); err != nil {
+		return User{}, fmt.Errorf("set two-factor: %w", err)
+	}
+	if !app.Valid() {
+		var v validation.Errors
+		v.Add(validation.CodeInvalidValue, "unknown app", "app")
+		return User{}, fmt.Errorf("set two-factor: %w", v)
+	}
+	var row models.User
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
+			Where("company_id = ? AND id = ?", c.Company, id).Take(&row).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		field := &row.TwoFactorWeb
+		if app == Manager {
+			field = &row.TwoFactorManager
+		}
+		if *field == enabled {
+			return nil
+		}
+		before := *field
+		*field = enabled
+		if err := tx.Save(&row).Error; err != nil {
+			return err
+		}
+		action := audit.UserTwoFactorDisabled
+		if enabled {
+			action = audit.UserTwoFactorEnabled
+		}
+		return s.audit.Write(tx, &audit.Event{
+			Company: c.Company,
+			Action:  action,
+			Actor:   audit.ActorOf(c),
+			Target:  target(fromRow(row)),
+			App:     string(app),
+			Details: audit.Details(audit.Change{
+				Before: map[string]any{"enabled": before},
+				After:  map[string]any{"enabled": enabled},
+			}),
+		})
+	})
+	if err != nil {
+		return User{}, fmt.Errorf("set two-factor for %q: %w", id, err)
+	}
+	return fromRow(row), nil
+}
+
+func target(u User) *audit.Party { return &audit.Party{ID: u.ID, Name: u.DisplayName} }
+
+func snapshot(u User) map[string]any {
+	m := map[string]any{"twoFactor": map[string]bool{"web": u.TwoFactorWeb, "manager": u.TwoFactorManager}}
+	for k, v := range map[string]string{"email": u.Email, "phone": u.Phone, "displayName": u.DisplayName} {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func fromRow(r models.User) User {
+	return User{
+		Company:          r.CompanyID,
+		ID:               r.ID,
+		Email:            deref(r.Email),
+		Phone:            deref(r.Phone),
+		DisplayName:      deref(r.DisplayName),
+		TwoFactorWeb:     r.TwoFactorWeb,
+		TwoFactorManager: r.TwoFactorManager,
+		CreatedAt:        r.CreatedAt.UTC(),
+	}
+}
+
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,49 @@
+// Package models holds the GORM models: the database rows and nothing else.
+// Schema changes go through the versioned migrations in internal/store.
+package models
+
+import "time"
+
+// CompanySettings is one company's 2FA configuration. The row is created
+// with defaults the first time a company is seen.
+type CompanySettings struct {
+	CompanyID      string `gorm:"primaryKey;size:64"`
+	DeliveryMethod string `gorm:"size:32;not null"`
+	ContactName    *string
+	ContactEmail   *string
+	ContactPhone   *string
+	DefaultWeb     bool `gorm:"not null"`
+	DefaultManager bool `gorm:"not null"`
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// User is a platform user as far as 2FA is concerned. Ids come from the
+// platform and are unique within a company only.
+type User struct {
+	CompanyID        string `gorm:"primaryKey;size:64"`
+	ID               string `gorm:"primaryKey;size:128"`
+	Email            *string
+	Phone            *string
+	DisplayName      *string
+	TwoFactorWeb     bool `gorm:"not null"`
+	TwoFactorManager bool `gorm:"not null"`
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// AuditEvent is an append-only audit row. Actor and target are snapshots
+// taken when the row was written, so later renames do not rewrite history.
+type AuditEvent struct {
+	ID             int64  `gorm:"primaryKey;autoIncrement"`
+	CompanyID      string `gorm:"size:64;not null"`
+	Action         string `gorm:"size:64;not null"`
+	ActorID        string `gorm:"size:128;not null"`
+	ActorName      *string
+	ActorRole      string  `gorm:"size:16;not null"`
+	TargetUserID   *string `gorm:"size:128"`
+	TargetUserName *string
+	App            *string `gorm:"size:16"`
+	Details        string  `gorm:"not null"`
+	CreatedAt      time.Time `gorm:"not null"`
+}

@@ -1,0 +1,261 @@
+// Command twofactor runs the two-factor authentication settings service.
+//
+//	go run .                     serve (embedded SQLite + in-process Redis unless configured)
+//	go run . token [flags]       print a signed caller token
+//
+// Configuration comes from the environment; see README.md.
+package main
+
+//go:generate go tool gqlgen generate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twofactor/service/internal/app"
+	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/store"
+)
+
+// config is the service's environment.
+type config struct {
+	ListenAddr     string
+	DatabaseURL    string
+	RedisURL       string
+	DataDir        string
+	JWTSecret      string
+	AllowedOrigins []string
+	LogLevel       slog.Level
+}
+
+func (c config) embedded() bool { return c.DatabaseURL == "" }
+
+func loadConfig() (config, error) {
+	c := config{
+		ListenAddr:  envOr("LISTEN_ADDR", ":8080"),
+		DatabaseURL: os.Getenv("DATABASE_URL"),
+		RedisURL:    os.Getenv("REDIS_URL"),
+		DataDir:     envOr("DATA_DIR", "./data"),
+		JWTSecret:   os.Getenv("AUTH_JWT_SECRET"),
+	}
+	for _, o := range strings.Split(os.Getenv("ALLOWED_ORIGINS"), ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.AllowedOrigins = append(c.AllowedOrigins, o)
+		}
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
+		return c, fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	if !c.embedded() {
+		// Production: nothing may silently fall back to a local default.
+		if c.JWTSecret == "" {
+			return c, errors.New("AUTH_JWT_SECRET is required when DATABASE_URL is set (use at least 32 random bytes)")
+		}
+		if c.RedisURL == "" {
+			return c, errors.New("REDIS_URL is required when DATABASE_URL is set: instances must share one Redis")
+		}
+	}
+	return c, nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// tokens returns the caller-token signer. In embedded mode the secret is
+// generated once and kept in DATA_DIR so tokens survive restarts.
+func (c config) tokens() (*auth.Tokens, error) {
+	secret := []byte(c.JWTSecret)
+	if c.JWTSecret == "" {
+		var err error
+		if secret, err = dataDirSecret(c.DataDir, "auth_jwt_secret"); err != nil {
+			return nil, err
+		}
+	}
+	t, err := auth.NewTokens(secret)
+	if err != nil {
+		return nil, fmt.Errorf("AUTH_JWT_SECRET: %w", err)
+	}
+	return t, nil
+}
+
+// dataDirSecret reads DATA_DIR/name, creating it with 32 random bytes
+// (hex) the first time.
+func dataDirSecret(dir, name string) ([]byte, error) {
+	path := filepath.Join(dir, name)
+	if b, err := os.ReadFile(path); err == nil {
+		return []byte(strings.TrimSpace(string(b))), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	secret := []byte(hex.EncodeToString(raw))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return dataDirSecret(dir, name) // another process won the race
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	defer f.Close()
+	if _, err := f.Write(secret); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return secret, nil
+}
+
+func main() {
+	args := os.Args[1:]
+	var err error
+	switch {
+	case len(args) > 0 && args[0] == "token":
+		err = runToken(args[1:], os.Stdout)
+	case len(args) > 0 && args[0] != "serve" && !strings.HasPrefix(args[0], "-"):
+		err = fmt.Errorf("unknown command %q (commands: serve, token)", args[0])
+	default:
+		err = runServe(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "twofactor:", err)
+		os.Exit(1)
+	}
+}
+
+func runToken(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	company := fs.String("company", "demo", "company id")
+	role := fs.String("role", "admin", "admin, service or user")
+	sub := fs.String("sub", "admin", "the caller's user id")
+	name := fs.String("name", "", "display name for the audit log")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	t, err := cfg.tokens()
+	if err != nil {
+		return err
+	}
+	tok, err := t.Sign(auth.Caller{UserID: *sub, Company: *company, Role: auth.Role(*role), Name: *name}, *ttl)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(out, tok)
+	return err
+}
+
+func runServe(out io.Writer) error {
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	tokens, err := cfg.tokens()
+	if err != nil {
+		return err
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	db, err := store.OpenDB(startCtx, cfg.DatabaseURL, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	defer sqlDB.Close()
+	rdb, err := store.OpenRedis(startCtx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	opts := app.Options{DB: db, Redis: rdb, Tokens: tokens, Logger: logger, AllowedOrigins: cfg.AllowedOrigins}
+	var demoToken string
+	if cfg.embedded() {
+		demoToken, err = tokens.Sign(auth.Caller{UserID: "admin", Company: "demo", Role: auth.RoleAdmin, Name: "Demo Admin"}, 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		opts.PlaygroundToken = demoToken
+	}
+	a := app.New(opts)
+
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	srv := &http.Server{
+		Handler:           a.Handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	mode := "production"
+	if cfg.embedded() {
+		mode = "embedded"
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "mode", mode)
+	if cfg.embedded() {
+		// Printed, not logged: the token is for the person at the terminal.
+		fmt.Fprintf(out, "\nTwo-factor service (embedded mode: SQLite in %s, in-process Redis)\n", cfg.DataDir)
+		fmt.Fprintf(out, "Playground: http://%s/\n", displayAddr(ln.Addr()))
+		fmt.Fprintf(out, "Admin token for company \"demo\" (valid 24h, already filled in for this machine's browser):\n%s\n\n", demoToken)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: finishing in-flight requests")
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelShutdown()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func displayAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || tcp.IP.IsUnspecified() {
+		if ok {
+			return fmt.Sprintf("localhost:%d", tcp.Port)
+		}
+	}
+	return a.String()
+}
