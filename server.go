@@ -219,7 +219,8 @@ func runServe(out io.Writer) error {
 		Handler:           a.Handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Request contexts must not derive from ctx: SIGTERM cancels it,
+		// and in-flight requests are meant to finish, not fail.
 	}
 	mode := "production"
 	if cfg.embedded() {

@@ -1,0 +1,416 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twofactor/service/internal/apptest"
+	"github.com/twofactor/service/internal/testenv"
+)
+
+// TestEndToEnd builds the real binary, runs it on a free port in a temp
+// dir and drives it over HTTP: health checks, a token from the `token`
+// subcommand, real mutations and queries, the embedded-mode banner, and a
+// graceful SIGTERM with a request in flight. With TEST_DATABASE_URL and
+// TEST_REDIS_URL set it runs the binary in production mode against them.
+func TestEndToEnd(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+
+	env := cleanEnv("DATA_DIR="+dir, "LISTEN_ADDR=127.0.0.1:0", "LOG_LEVEL=info")
+	embedded := !testenv.Real()
+	// Production mode is DATABASE_URL set; the configuration is checked
+	// before anything is reached, so any URL shows the refusal.
+	backends := []string{"DATABASE_URL=postgres://nobody@127.0.0.1:1/none", "REDIS_URL=redis://127.0.0.1:1/0"}
+	if !embedded {
+		b := testenv.Open(t)
+		backends = []string{"DATABASE_URL=" + b.DatabaseURL, "REDIS_URL=" + b.RedisURL}
+	}
+	out, err := runBinary(t, bin, dir, append(env, backends...))
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("DATABASE_URL without AUTH_JWT_SECRET: want a non-zero exit, got %v; output:\n%s", err, out)
+	}
+	if !strings.Contains(out, "AUTH_JWT_SECRET") {
+		t.Fatalf("DATABASE_URL without AUTH_JWT_SECRET: the message should name it; output:\n%s", out)
+	}
+	if !embedded {
+		env = append(env, backends...)
+		env = append(env, "AUTH_JWT_SECRET="+randomHex(t, 32))
+	}
+
+	p := startBinary(t, bin, dir, env)
+	base := "http://" + p.addr
+	for _, path := range []string{"/healthz", "/readyz"} {
+		waitOK(t, base+path)
+	}
+
+	// A token from the CLI, signed with the same secret (the same DATA_DIR
+	// in embedded mode, the same AUTH_JWT_SECRET otherwise).
+	tokOut, err := runBinary(t, bin, dir, env, "token", "--company", "acme", "--role", "admin", "--sub", "alice", "--name", "Alice")
+	if err != nil {
+		t.Fatalf("token command: %v\n%s", err, tokOut)
+	}
+	alice := &apptest.Client{URL: base + "/query", Token: strings.TrimSpace(tokOut)}
+
+	var gen struct {
+		UpdateGeneralSettings struct {
+			Settings struct {
+				General struct {
+					DeliveryMethod string
+					ContactPerson  struct{ Name, Email, Phone string }
+				}
+			}
+			UserErrors []any
+		}
+	}
+	alice.Must(t, `mutation { updateGeneralSettings(input: { deliveryMethod: EMAIL_ONLY,
+		contactPerson: { name: "IT desk", email: "it@acme.example", phone: "+37120000000" } }) {
+		settings { general { deliveryMethod contactPerson { name email phone } } } userErrors { code } } }`, nil, &gen)
+	if g := gen.UpdateGeneralSettings; len(g.UserErrors) != 0 || g.Settings.General.DeliveryMethod != "EMAIL_ONLY" ||
+		g.Settings.General.ContactPerson.Phone != "+37120000000" {
+		t.Fatalf("updateGeneralSettings: %+v", g)
+	}
+	alice.Must(t, `mutation { updateDefaultSettings(input: { web: true }) { userErrors { code } } }`, nil, nil)
+
+	var created struct {
+		CreateUser struct {
+			User struct {
+				ID        string
+				TwoFactor struct{ Web, Manager bool }
+			}
+			UserErrors []any
+		}
+	}
+	alice.Must(t, `mutation { createUser(input: { id: "jane", email: "jane@acme.example", displayName: "Jane" }) {
+		user { id twoFactor { web manager } } userErrors { code } } }`, nil, &created)
+	if u := created.CreateUser; len(u.UserErrors) != 0 || u.User.ID != "jane" || !u.User.TwoFactor.Web || u.User.TwoFactor.Manager {
+		t.Fatalf("createUser should follow the defaults (web on, manager off): %+v", u)
+	}
+
+	var set struct {
+		SetUserTwoFactor struct {
+			User       struct{ TwoFactor struct{ Web, Manager bool } }
+			UserErrors []any
+		}
+	}
+	alice.Must(t, `mutation { setUserTwoFactor(input: { userId: "jane", app: MANAGER, enabled: true }) {
+		user { twoFactor { web manager } } userErrors { code } } }`, nil, &set)
+	if s := set.SetUserTwoFactor; len(s.UserErrors) != 0 || !s.User.TwoFactor.Web || !s.User.TwoFactor.Manager {
+		t.Fatalf("setUserTwoFactor: %+v", s)
+	}
+
+	const auditQuery = `{ auditLog(first: 10) { edges { node { action actor { id displayName } targetUser { id } app } } } }`
+	var log struct {
+		AuditLog struct {
+			Edges []struct {
+				Node struct {
+					Action     string
+					Actor      struct{ ID, DisplayName string }
+					TargetUser *struct{ ID string }
+					App        *string
+				}
+			}
+		}
+	}
+	alice.Must(t, auditQuery, nil, &log)
+	var actions []string
+	for _, e := range log.AuditLog.Edges {
+		actions = append(actions, e.Node.Action)
+		if e.Node.Actor.ID != "alice" || e.Node.Actor.DisplayName != "Alice" {
+			t.Errorf("audit actor = %+v, want alice/Alice", e.Node.Actor)
+		}
+	}
+	want := []string{"USER_TWO_FACTOR_ENABLED", "USER_CREATED", "DEFAULT_SETTINGS_CHANGED", "GENERAL_SETTINGS_CHANGED"}
+	if strings.Join(actions, ",") != strings.Join(want, ",") {
+		t.Fatalf("audit log actions = %v, want %v (newest first)", actions, want)
+	}
+	if top := log.AuditLog.Edges[0].Node; top.TargetUser == nil || top.TargetUser.ID != "jane" || top.App == nil || *top.App != "MANAGER" {
+		t.Fatalf("newest audit event = %+v", top)
+	}
+
+	// No token: HTTP 401 with extensions.code UNAUTHENTICATED.
+	anon := (&apptest.Client{URL: base + "/query"}).Do(t, `{ __typename }`, nil)
+	if anon.Status != http.StatusUnauthorized || len(anon.Errors) != 1 || anon.Errors[0].Code() != "UNAUTHENTICATED" {
+		t.Fatalf("request without token: status %d, errors %+v", anon.Status, anon.Errors)
+	}
+
+	if metrics := get(t, base+"/metrics"); !strings.Contains(metrics, "twofactor_http_requests_total") {
+		t.Fatalf("/metrics lacks the request counter:\n%.500s", metrics)
+	}
+
+	stdout := p.stdout.String()
+	if embedded {
+		// The banner names the playground and a working admin token for
+		// company demo; the playground page carries it for this machine.
+		playground := regexp.MustCompile(`Playground: (http://\S+)`).FindStringSubmatch(stdout)
+		demoTok := regexp.MustCompile(`Admin token for company "demo"[^\n]*\n(\S+)`).FindStringSubmatch(stdout)
+		if playground == nil || demoTok == nil {
+			t.Fatalf("embedded mode should print the playground URL and a demo admin token; stdout:\n%s", stdout)
+		}
+		if playground[1] != base+"/" {
+			t.Errorf("playground URL = %s, want %s/", playground[1], base)
+		}
+		if page := get(t, playground[1]); !strings.Contains(page, demoTok[1]) {
+			t.Errorf("playground page for a loopback visitor does not carry the demo token")
+		}
+		demo := &apptest.Client{URL: base + "/query", Token: demoTok[1]}
+		var s struct {
+			TwoFactorSettings struct {
+				General struct{ DeliveryMethod string }
+			}
+		}
+		demo.Must(t, `{ twoFactorSettings { general { deliveryMethod } } }`, nil, &s)
+		if s.TwoFactorSettings.General.DeliveryMethod != "SMS_WITH_EMAIL_BACKUP" {
+			t.Errorf("demo company settings = %+v, want the defaults (acme's changes must not show)", s)
+		}
+		var demoLog struct{ AuditLog struct{ Edges []any } }
+		demo.Must(t, auditQuery, nil, &demoLog)
+		if n := len(demoLog.AuditLog.Edges); n != 0 {
+			t.Errorf("demo company audit log has %d events; the token should be for company demo, not acme", n)
+		}
+	} else if strings.Contains(stdout, "token") {
+		t.Errorf("production mode must not print a token; stdout:\n%s", stdout)
+	}
+
+	// SIGTERM with a request in flight: the server stops accepting, lets
+	// the request finish, then exits 0. The request's body is held open
+	// until the listener is gone; "Expect: 100-continue" tells us the
+	// handler has started reading it.
+	body, _ := json.Marshal(map[string]string{"query": `{ twoFactorSettings { general { deliveryMethod } } }`})
+	pr, pw := io.Pipe()
+	reading := make(chan struct{})
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got100Continue: func() { close(reading) },
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/query", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(len(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+alice.Token)
+	req.Header.Set("Expect", "100-continue")
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- result{status: resp.StatusCode, body: string(b), err: err}
+	}()
+	if _, err := pw.Write(body[:10]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reading:
+	case r := <-done:
+		t.Fatalf("request ended before its body was sent: %+v", r)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server never started reading the request body")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the listener to close after SIGTERM", func() bool {
+		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	select {
+	case err := <-p.exited:
+		t.Fatalf("server exited (%v) with a request in flight; stderr:\n%s", err, p.stderr.String())
+	default:
+	}
+	if _, err := pw.Write(body[10:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	r := <-done
+	if r.err != nil || r.status != http.StatusOK || !strings.Contains(r.body, `"deliveryMethod":"EMAIL_ONLY"`) {
+		t.Fatalf("in-flight request: status %d, err %v, body %s; stderr:\n%s", r.status, r.err, r.body, p.stderr.String())
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("server exit after SIGTERM: %v; stderr:\n%s", err, p.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("server did not exit after SIGTERM; stderr:\n%s", p.stderr.String())
+	}
+	if strings.Contains(p.stderr.String(), alice.Token) {
+		t.Error("a token was logged")
+	}
+}
+
+// buildBinary compiles this package into a temp dir.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "twofactor")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// cleanEnv is the test's environment without the service's own variables,
+// plus extra.
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "LISTEN_ADDR", "DATABASE_URL", "REDIS_URL", "DATA_DIR", "AUTH_JWT_SECRET", "ALLOWED_ORIGINS", "LOG_LEVEL":
+		default:
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+// runBinary runs bin to completion and returns its combined output.
+func runBinary(t *testing.T, bin, dir string, env []string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+type process struct {
+	cmd            *exec.Cmd
+	addr           string
+	stdout, stderr *syncBuffer
+	exited         chan error
+}
+
+// startBinary starts the server and waits until it logs its address.
+func startBinary(t *testing.T, bin, dir string, env []string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(bin), stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	p.cmd.Dir, p.cmd.Env = dir, env
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill() // no-op once it has exited
+		if t.Failed() {
+			t.Logf("server stderr:\n%s", p.stderr.String())
+		}
+	})
+	listening := regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
+	waitUntil(t, "the server to log its address", func() bool {
+		select {
+		case err := <-p.exited:
+			t.Fatalf("server exited at startup: %v\nstdout:\n%s\nstderr:\n%s", err, p.stdout.String(), p.stderr.String())
+		default:
+		}
+		if m := listening.FindStringSubmatch(p.stderr.String()); m != nil {
+			p.addr = m[1]
+			return true
+		}
+		return false
+	})
+	return p
+}
+
+func waitOK(t *testing.T, url string) {
+	t.Helper()
+	waitUntil(t, url+" to answer 200", func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// waitUntil polls ok until it holds, failing the test after a generous
+// deadline. It waits for readiness; it measures nothing.
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: status %d: %s", url, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a poller.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
