@@ -4,6 +4,7 @@
 package audit
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -25,6 +26,7 @@ const (
 	GeneralSettingsChanged     Action = "GENERAL_SETTINGS_CHANGED"
 	DefaultSettingsChanged     Action = "DEFAULT_SETTINGS_CHANGED"
 	FailedAttemptsLimitReached Action = "FAILED_ATTEMPTS_LIMIT_REACHED"
+	UserTwoFactorUnlocked      Action = "USER_TWO_FACTOR_UNLOCKED"
 )
 
 // Party is a snapshot of a person as they were when the row was written.
@@ -87,6 +89,19 @@ func (l *Log) Write(tx *gorm.DB, e *Event) error {
 	}
 	e.ID, e.CreatedAt = row.ID, row.CreatedAt
 	return nil
+}
+
+// Record appends e in a transaction of its own, after apply (which may be
+// nil) succeeds; an error from either leaves no row.
+func (l *Log) Record(ctx context.Context, e *Event, apply func() error) error {
+	return l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if apply != nil {
+			if err := apply(); err != nil {
+				return err
+			}
+		}
+		return l.Write(tx, e)
+	})
 }
 
 // Details encodes v for Event.Details.

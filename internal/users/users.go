@@ -150,8 +150,14 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (User, erro
 	if c.Role == auth.RoleUser && id != c.UserID {
 		return User{}, fmt.Errorf("get user: %w", ErrNotFound)
 	}
+	return s.ByID(ctx, c.Company, id)
+}
+
+// ByID returns a user of company, for services acting on the company's
+// behalf after their own access checks.
+func (s *Service) ByID(ctx context.Context, company, id string) (User, error) {
 	var row models.User
-	err := s.db.WithContext(ctx).Where("company_id = ? AND id = ?", c.Company, id).Take(&row).Error
+	err := s.db.WithContext(ctx).Where("company_id = ? AND id = ?", company, id).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return User{}, fmt.Errorf("get user: %w", ErrNotFound)
 	}
