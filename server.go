@@ -22,12 +22,17 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/twofactor/service/internal/app"
+	"github.com/twofactor/service/internal/assertion"
 	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/challenge"
+	"github.com/twofactor/service/internal/delivery"
+	"github.com/twofactor/service/internal/otp"
 	"github.com/twofactor/service/internal/store"
 )
 
@@ -40,6 +45,17 @@ type config struct {
 	JWTSecret      string
 	AllowedOrigins []string
 	LogLevel       slog.Level
+
+	CodeHMACKey      string
+	CodeLength       int
+	AssertionKeyFile string
+	AssertionIssuer  string
+	Challenge        challenge.Config
+	DevLogDelivery   bool
+
+	TwilioAccountSID, TwilioAuthToken, TwilioFrom, TwilioBaseURL string
+	SMSWebhookURL, SMSWebhookSecret                              string
+	SMTPURL, EmailFrom                                           string
 }
 
 func (c config) embedded() bool { return c.DatabaseURL == "" }
@@ -60,6 +76,33 @@ func loadConfig() (config, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LOG_LEVEL: %w", err)
 	}
+	c.CodeHMACKey = os.Getenv("CODE_HMAC_KEY")
+	c.AssertionKeyFile = os.Getenv("ASSERTION_PRIVATE_KEY_FILE")
+	c.AssertionIssuer = envOr("ASSERTION_ISSUER", app.DefaultIssuer)
+	c.TwilioAccountSID, c.TwilioAuthToken = os.Getenv("TWILIO_ACCOUNT_SID"), os.Getenv("TWILIO_AUTH_TOKEN")
+	c.TwilioFrom, c.TwilioBaseURL = os.Getenv("TWILIO_FROM"), os.Getenv("TWILIO_BASE_URL")
+	c.SMSWebhookURL, c.SMSWebhookSecret = os.Getenv("SMS_WEBHOOK_URL"), os.Getenv("SMS_WEBHOOK_SECRET")
+	c.SMTPURL, c.EmailFrom = os.Getenv("SMTP_URL"), os.Getenv("EMAIL_FROM")
+	d := challenge.DefaultConfig
+	p := envParser{}
+	c.CodeLength = p.int("CODE_LENGTH", 6)
+	c.DevLogDelivery = p.bool("DEV_LOG_DELIVERY")
+	c.Challenge = challenge.Config{
+		CodeTTL:              p.duration("CODE_TTL", d.CodeTTL),
+		ResendCooldown:       p.duration("RESEND_COOLDOWN", d.ResendCooldown),
+		MaxCodesPerWindow:    p.int("MAX_CODES_PER_WINDOW", d.MaxCodesPerWindow),
+		LoginWindow:          p.duration("LOGIN_WINDOW", d.LoginWindow),
+		MaxFailedAttempts:    p.int("MAX_FAILED_ATTEMPTS", d.MaxFailedAttempts),
+		LockDuration:         p.duration("LOCK_DURATION", d.LockDuration),
+		SMSPerCompanyPerHour: p.int("SMS_PER_COMPANY_PER_HOUR", d.SMSPerCompanyPerHour),
+		SendTimeout:          p.duration("DELIVERY_TIMEOUT", d.SendTimeout),
+	}
+	if err := errors.Join(p.errs...); err != nil {
+		return c, err
+	}
+	if err := c.Challenge.Validate(); err != nil {
+		return c, err
+	}
 	if !c.embedded() {
 		// Production: nothing may silently fall back to a local default.
 		if c.JWTSecret == "" {
@@ -68,8 +111,116 @@ func loadConfig() (config, error) {
 		if c.RedisURL == "" {
 			return c, errors.New("REDIS_URL is required when DATABASE_URL is set: instances must share one Redis")
 		}
+
 	}
 	return c, nil
+}
+
+// envParser reads typed variables and collects every mistake.
+type envParser struct{ errs []error }
+
+func (p *envParser) int(key string, def int) int {
+	v := os.Getenv(key)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("%s: want a whole number, got %q", key, v))
+	}
+	return n
+}
+
+func (p *envParser) duration(key string, def time.Duration) time.Duration {
+	v := os.Getenv(key)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		p.errs = append(p.errs, fmt.Errorf("%s: want a positive Go duration such as 30s or 15m, got %q", key, v))
+	}
+	return d
+}
+
+func (p *envParser) bool(key string) bool {
+	v := os.Getenv(key)
+	if v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("%s: want true or false, got %q", key, v))
+	}
+	return b
+}
+
+// challengeOptions builds the code hasher, the assertion key and the
+// senders. In embedded mode missing secrets are generated into DATA_DIR
+// and missing senders write to the log.
+func (c config) challengeOptions(logger *slog.Logger) (app.Options, error) {
+	var o app.Options
+	if !c.embedded() {
+		// Instances must agree on these, so none may be made up locally.
+		if c.CodeHMACKey == "" {
+			return o, errors.New("CODE_HMAC_KEY is required when DATABASE_URL is set (at least 32 random bytes, the same on every instance)")
+		}
+		if c.AssertionKeyFile == "" {
+			return o, errors.New("ASSERTION_PRIVATE_KEY_FILE is required when DATABASE_URL is set (a PKCS#8 PEM Ed25519 key, the same on every instance)")
+		}
+	}
+	key := []byte(c.CodeHMACKey)
+	if c.CodeHMACKey == "" {
+		var err error
+		if key, err = dataDirSecret(c.DataDir, "code_hmac_key"); err != nil {
+			return o, err
+		}
+	}
+	codes, err := otp.NewHasher(key, c.CodeLength)
+	if err != nil {
+		return o, fmt.Errorf("CODE_HMAC_KEY/CODE_LENGTH: %w", err)
+	}
+	keyFile := c.AssertionKeyFile
+	load := assertion.LoadKey
+	if keyFile == "" {
+		keyFile, load = filepath.Join(c.DataDir, "assertion_ed25519.pem"), assertion.LoadOrCreateKey
+	}
+	priv, err := load(keyFile)
+	if err != nil {
+		return o, fmt.Errorf("ASSERTION_PRIVATE_KEY_FILE: %w", err)
+	}
+	o.Codes, o.AssertionKey, o.Issuer, o.Challenge = codes, priv, c.AssertionIssuer, c.Challenge
+
+	client := &http.Client{Timeout: c.Challenge.SendTimeout}
+	switch {
+	case c.TwilioAccountSID != "":
+		if c.TwilioAuthToken == "" || c.TwilioFrom == "" {
+			return o, errors.New("TWILIO_ACCOUNT_SID needs TWILIO_AUTH_TOKEN and TWILIO_FROM")
+		}
+		o.SMS = delivery.Twilio{BaseURL: c.TwilioBaseURL, AccountSID: c.TwilioAccountSID,
+			AuthToken: c.TwilioAuthToken, From: c.TwilioFrom, Client: client}
+	case c.SMSWebhookURL != "":
+		o.SMS = delivery.Webhook{URL: c.SMSWebhookURL, Secret: c.SMSWebhookSecret, Client: client}
+	}
+	if c.SMTPURL != "" {
+		if o.Email, err = delivery.NewSMTP(c.SMTPURL, c.EmailFrom, nil); err != nil {
+			return o, err
+		}
+	}
+	devOK := c.embedded() || c.DevLogDelivery
+	for _, ch := range []struct {
+		name, how string
+		sender    *delivery.Sender
+	}{{"sms", "TWILIO_* or SMS_WEBHOOK_URL", &o.SMS}, {"email", "SMTP_URL", &o.Email}} {
+		if *ch.sender != nil {
+			continue
+		}
+		if !devOK {
+			return o, fmt.Errorf("no %s sender is configured: set %s, or DEV_LOG_DELIVERY=true to write codes to the log (never in real production)", ch.name, ch.how)
+		}
+		*ch.sender = delivery.Log{Logger: logger, Channel: ch.name}
+	}
+	return o, nil
 }
 
 func envOr(key, def string) string {
@@ -200,7 +351,11 @@ func runServe(out io.Writer) error {
 	}
 	defer rdb.Close()
 
-	opts := app.Options{DB: db, Redis: rdb, Tokens: tokens, Logger: logger, AllowedOrigins: cfg.AllowedOrigins}
+	opts, err := cfg.challengeOptions(logger)
+	if err != nil {
+		return err
+	}
+	opts.DB, opts.Redis, opts.Tokens, opts.Logger, opts.AllowedOrigins = db, rdb, tokens, logger, cfg.AllowedOrigins
 	var demoToken string
 	if cfg.embedded() {
 		demoToken, err = tokens.Sign(auth.Caller{UserID: "admin", Company: "demo", Role: auth.RoleAdmin, Name: "Demo Admin"}, 24*time.Hour)
@@ -209,7 +364,10 @@ func runServe(out io.Writer) error {
 		}
 		opts.PlaygroundToken = demoToken
 	}
-	a := app.New(opts)
+	a, err := app.New(opts)
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {

@@ -28,7 +28,7 @@ func toUser(u users.User) *model.User {
 		Email:       optional(u.Email),
 		Phone:       optional(u.Phone),
 		DisplayName: optional(u.DisplayName),
-		TwoFactor:   &model.UserTwoFactor{Web: u.TwoFactorWeb, Manager: u.TwoFactorManager},
+		TwoFactor:   &model.UserTwoFactor{Web: u.TwoFactorWeb, Manager: u.TwoFactorManager, UserID: u.ID},
 		CreatedAt:   u.CreatedAt,
 	}
 }

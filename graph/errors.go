@@ -9,6 +9,7 @@ import (
 
 	"github.com/twofactor/service/graph/model"
 	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/cursor"
 	"github.com/twofactor/service/internal/users"
 	"github.com/twofactor/service/internal/validation"
@@ -23,6 +24,7 @@ const (
 	CodeBadCursor       = "BAD_CURSOR"
 	CodeBadUserInput    = "BAD_USER_INPUT"
 	CodeInternal        = "INTERNAL"
+	CodeUnavailable     = "UNAVAILABLE"
 )
 
 // toGQL turns a domain error into a GraphQL error with extensions.code.
@@ -35,8 +37,12 @@ func (r *Resolver) toGQL(ctx context.Context, err error) error {
 		e.Message, e.Extensions["code"] = "authentication required", CodeUnauthenticated
 	case errors.Is(err, auth.ErrForbidden):
 		e.Message, e.Extensions["code"] = "your role may not do this", CodeForbidden
-	case errors.Is(err, users.ErrNotFound):
+	case errors.Is(err, users.ErrNotFound), errors.Is(err, challenge.ErrNotFound):
 		e.Message, e.Extensions["code"] = "not found", CodeNotFound
+	case errors.Is(err, challenge.ErrUnavailable):
+		// Fail closed: no challenge state means no answer, never approval.
+		r.Logger.ErrorContext(ctx, "challenge store unavailable", "err", err)
+		e.Message, e.Extensions["code"] = "two-factor is temporarily unavailable; try again shortly", CodeUnavailable
 	case errors.Is(err, cursor.ErrBad):
 		e.Message, e.Extensions["code"] = "malformed cursor", CodeBadCursor
 	case errors.As(err, &verr):
@@ -59,8 +65,8 @@ func (r *Resolver) mutationErrors(ctx context.Context, err error, idField string
 		return []model.UserError{}, nil
 	case errors.As(err, &verr):
 		return userErrors(verr, "input"), nil
-	case errors.Is(err, users.ErrNotFound):
-		return []model.UserError{{Field: []string{"input", idField}, Code: CodeNotFound, Message: "no such user"}}, nil
+	case errors.Is(err, users.ErrNotFound), errors.Is(err, challenge.ErrNotFound):
+		return []model.UserError{{Field: []string{"input", idField}, Code: CodeNotFound, Message: "not found"}}, nil
 	case errors.Is(err, users.ErrAlreadyExists):
 		return []model.UserError{{Field: []string{"input", idField}, Code: CodeAlreadyExists, Message: "a user with this id already exists"}}, nil
 	}

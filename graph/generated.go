@@ -32,6 +32,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
+	UserTwoFactor() UserTwoFactorResolver
 }
 
 type DirectiveRoot struct {
@@ -64,6 +65,18 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	Challenge struct {
+		App               func(childComplexity int) int
+		AttemptsRemaining func(childComplexity int) int
+		AvailableChannels func(childComplexity int) int
+		Channel           func(childComplexity int) int
+		Destination       func(childComplexity int) int
+		ExpiresAt         func(childComplexity int) int
+		ID                func(childComplexity int) int
+		ResendAvailableAt func(childComplexity int) int
+		Status            func(childComplexity int) int
+	}
+
 	ContactPerson struct {
 		Email func(childComplexity int) int
 		Name  func(childComplexity int) int
@@ -80,11 +93,23 @@ type ComplexityRoot struct {
 		DeliveryMethod func(childComplexity int) int
 	}
 
+	IssueChallengePayload struct {
+		AvailableChannels func(childComplexity int) int
+		Challenge         func(childComplexity int) int
+		ContactPerson     func(childComplexity int) int
+		LockedUntil       func(childComplexity int) int
+		RetryAfter        func(childComplexity int) int
+		UserErrors        func(childComplexity int) int
+	}
+
 	Mutation struct {
 		CreateUser            func(childComplexity int, input model.CreateUserInput) int
+		IssueChallenge        func(childComplexity int, input model.IssueChallengeInput) int
 		SetUserTwoFactor      func(childComplexity int, input model.SetUserTwoFactorInput) int
+		UnlockUserTwoFactor   func(childComplexity int, input model.UnlockUserTwoFactorInput) int
 		UpdateDefaultSettings func(childComplexity int, input model.UpdateDefaultSettingsInput) int
 		UpdateGeneralSettings func(childComplexity int, input model.UpdateGeneralSettingsInput) int
+		VerifyChallenge       func(childComplexity int, input model.VerifyChallengeInput) int
 	}
 
 	PageInfo struct {
@@ -96,6 +121,7 @@ type ComplexityRoot struct {
 
 	Query struct {
 		AuditLog          func(childComplexity int, first *int, after *string, last *int, before *string, filter *model.AuditLogFilter) int
+		Challenge         func(childComplexity int, id string) int
 		Me                func(childComplexity int) int
 		TwoFactorSettings func(childComplexity int) int
 		User              func(childComplexity int, id string) int
@@ -144,8 +170,23 @@ type ComplexityRoot struct {
 	}
 
 	UserTwoFactor struct {
+		LockedUntil func(childComplexity int) int
+		Manager     func(childComplexity int) int
+		Web         func(childComplexity int) int
+	}
+
+	UserTwoFactorLocks struct {
 		Manager func(childComplexity int) int
 		Web     func(childComplexity int) int
+	}
+
+	VerifyChallengePayload struct {
+		Assertion         func(childComplexity int) int
+		AttemptsRemaining func(childComplexity int) int
+		ContactPerson     func(childComplexity int) int
+		LockedUntil       func(childComplexity int) int
+		Status            func(childComplexity int) int
+		UserErrors        func(childComplexity int) int
 	}
 }
 
@@ -158,6 +199,9 @@ type MutationResolver interface {
 	UpdateDefaultSettings(ctx context.Context, input model.UpdateDefaultSettingsInput) (*model.UpdateSettingsPayload, error)
 	CreateUser(ctx context.Context, input model.CreateUserInput) (*model.UserPayload, error)
 	SetUserTwoFactor(ctx context.Context, input model.SetUserTwoFactorInput) (*model.UserPayload, error)
+	IssueChallenge(ctx context.Context, input model.IssueChallengeInput) (*model.IssueChallengePayload, error)
+	VerifyChallenge(ctx context.Context, input model.VerifyChallengeInput) (*model.VerifyChallengePayload, error)
+	UnlockUserTwoFactor(ctx context.Context, input model.UnlockUserTwoFactorInput) (*model.UserPayload, error)
 }
 type QueryResolver interface {
 	TwoFactorSettings(ctx context.Context) (*model.TwoFactorSettings, error)
@@ -165,6 +209,10 @@ type QueryResolver interface {
 	Users(ctx context.Context, first *int, after *string, query *string) (*model.UserConnection, error)
 	Me(ctx context.Context) (*model.User, error)
 	AuditLog(ctx context.Context, first *int, after *string, last *int, before *string, filter *model.AuditLogFilter) (*model.AuditEventConnection, error)
+	Challenge(ctx context.Context, id string) (*model.Challenge, error)
+}
+type UserTwoFactorResolver interface {
+	LockedUntil(ctx context.Context, obj *model.UserTwoFactor) (*model.UserTwoFactorLocks, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -273,6 +321,61 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.AuditEventEdge.Node(childComplexity), true
 
+	case "Challenge.app":
+		if e.ComplexityRoot.Challenge.App == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.App(childComplexity), true
+	case "Challenge.attemptsRemaining":
+		if e.ComplexityRoot.Challenge.AttemptsRemaining == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.AttemptsRemaining(childComplexity), true
+	case "Challenge.availableChannels":
+		if e.ComplexityRoot.Challenge.AvailableChannels == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.AvailableChannels(childComplexity), true
+	case "Challenge.channel":
+		if e.ComplexityRoot.Challenge.Channel == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.Channel(childComplexity), true
+	case "Challenge.destination":
+		if e.ComplexityRoot.Challenge.Destination == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.Destination(childComplexity), true
+	case "Challenge.expiresAt":
+		if e.ComplexityRoot.Challenge.ExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.ExpiresAt(childComplexity), true
+	case "Challenge.id":
+		if e.ComplexityRoot.Challenge.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.ID(childComplexity), true
+	case "Challenge.resendAvailableAt":
+		if e.ComplexityRoot.Challenge.ResendAvailableAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.ResendAvailableAt(childComplexity), true
+	case "Challenge.status":
+		if e.ComplexityRoot.Challenge.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Challenge.Status(childComplexity), true
+
 	case "ContactPerson.email":
 		if e.ComplexityRoot.ContactPerson.Email == nil {
 			break
@@ -318,6 +421,43 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.GeneralSettings.DeliveryMethod(childComplexity), true
 
+	case "IssueChallengePayload.availableChannels":
+		if e.ComplexityRoot.IssueChallengePayload.AvailableChannels == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IssueChallengePayload.AvailableChannels(childComplexity), true
+	case "IssueChallengePayload.challenge":
+		if e.ComplexityRoot.IssueChallengePayload.Challenge == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IssueChallengePayload.Challenge(childComplexity), true
+	case "IssueChallengePayload.contactPerson":
+		if e.ComplexityRoot.IssueChallengePayload.ContactPerson == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IssueChallengePayload.ContactPerson(childComplexity), true
+	case "IssueChallengePayload.lockedUntil":
+		if e.ComplexityRoot.IssueChallengePayload.LockedUntil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IssueChallengePayload.LockedUntil(childComplexity), true
+	case "IssueChallengePayload.retryAfter":
+		if e.ComplexityRoot.IssueChallengePayload.RetryAfter == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IssueChallengePayload.RetryAfter(childComplexity), true
+	case "IssueChallengePayload.userErrors":
+		if e.ComplexityRoot.IssueChallengePayload.UserErrors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IssueChallengePayload.UserErrors(childComplexity), true
+
 	case "Mutation.createUser":
 		if e.ComplexityRoot.Mutation.CreateUser == nil {
 			break
@@ -329,6 +469,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateUser(childComplexity, args["input"].(model.CreateUserInput)), true
+	case "Mutation.issueChallenge":
+		if e.ComplexityRoot.Mutation.IssueChallenge == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_issueChallenge_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.IssueChallenge(childComplexity, args["input"].(model.IssueChallengeInput)), true
 	case "Mutation.setUserTwoFactor":
 		if e.ComplexityRoot.Mutation.SetUserTwoFactor == nil {
 			break
@@ -340,6 +491,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SetUserTwoFactor(childComplexity, args["input"].(model.SetUserTwoFactorInput)), true
+	case "Mutation.unlockUserTwoFactor":
+		if e.ComplexityRoot.Mutation.UnlockUserTwoFactor == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_unlockUserTwoFactor_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UnlockUserTwoFactor(childComplexity, args["input"].(model.UnlockUserTwoFactorInput)), true
 	case "Mutation.updateDefaultSettings":
 		if e.ComplexityRoot.Mutation.UpdateDefaultSettings == nil {
 			break
@@ -362,6 +524,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateGeneralSettings(childComplexity, args["input"].(model.UpdateGeneralSettingsInput)), true
+	case "Mutation.verifyChallenge":
+		if e.ComplexityRoot.Mutation.VerifyChallenge == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_verifyChallenge_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.VerifyChallenge(childComplexity, args["input"].(model.VerifyChallengeInput)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -399,6 +572,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.AuditLog(childComplexity, args["first"].(*int), args["after"].(*string), args["last"].(*int), args["before"].(*string), args["filter"].(*model.AuditLogFilter)), true
+	case "Query.challenge":
+		if e.ComplexityRoot.Query.Challenge == nil {
+			break
+		}
+
+		args, err := ec.field_Query_challenge_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Challenge(childComplexity, args["id"].(string)), true
 
 	case "Query.me":
 		if e.ComplexityRoot.Query.Me == nil {
@@ -562,6 +746,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.UserPayload.UserErrors(childComplexity), true
 
+	case "UserTwoFactor.lockedUntil":
+		if e.ComplexityRoot.UserTwoFactor.LockedUntil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UserTwoFactor.LockedUntil(childComplexity), true
 	case "UserTwoFactor.manager":
 		if e.ComplexityRoot.UserTwoFactor.Manager == nil {
 			break
@@ -575,6 +765,56 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.UserTwoFactor.Web(childComplexity), true
 
+	case "UserTwoFactorLocks.manager":
+		if e.ComplexityRoot.UserTwoFactorLocks.Manager == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UserTwoFactorLocks.Manager(childComplexity), true
+	case "UserTwoFactorLocks.web":
+		if e.ComplexityRoot.UserTwoFactorLocks.Web == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UserTwoFactorLocks.Web(childComplexity), true
+
+	case "VerifyChallengePayload.assertion":
+		if e.ComplexityRoot.VerifyChallengePayload.Assertion == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyChallengePayload.Assertion(childComplexity), true
+	case "VerifyChallengePayload.attemptsRemaining":
+		if e.ComplexityRoot.VerifyChallengePayload.AttemptsRemaining == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyChallengePayload.AttemptsRemaining(childComplexity), true
+	case "VerifyChallengePayload.contactPerson":
+		if e.ComplexityRoot.VerifyChallengePayload.ContactPerson == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyChallengePayload.ContactPerson(childComplexity), true
+	case "VerifyChallengePayload.lockedUntil":
+		if e.ComplexityRoot.VerifyChallengePayload.LockedUntil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyChallengePayload.LockedUntil(childComplexity), true
+	case "VerifyChallengePayload.status":
+		if e.ComplexityRoot.VerifyChallengePayload.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyChallengePayload.Status(childComplexity), true
+	case "VerifyChallengePayload.userErrors":
+		if e.ComplexityRoot.VerifyChallengePayload.UserErrors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyChallengePayload.UserErrors(childComplexity), true
+
 	}
 	return 0, false
 }
@@ -587,9 +827,12 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("AuditLogFilter", ec.unmarshalInputAuditLogFilter),
 			graphql.NewInputUnmarshaler("ContactPersonInput", ec.unmarshalInputContactPersonInput),
 			graphql.NewInputUnmarshaler("CreateUserInput", ec.unmarshalInputCreateUserInput),
+			graphql.NewInputUnmarshaler("IssueChallengeInput", ec.unmarshalInputIssueChallengeInput),
 			graphql.NewInputUnmarshaler("SetUserTwoFactorInput", ec.unmarshalInputSetUserTwoFactorInput),
+			graphql.NewInputUnmarshaler("UnlockUserTwoFactorInput", ec.unmarshalInputUnlockUserTwoFactorInput),
 			graphql.NewInputUnmarshaler("UpdateDefaultSettingsInput", ec.unmarshalInputUpdateDefaultSettingsInput),
 			graphql.NewInputUnmarshaler("UpdateGeneralSettingsInput", ec.unmarshalInputUpdateGeneralSettingsInput),
+			graphql.NewInputUnmarshaler("VerifyChallengeInput", ec.unmarshalInputVerifyChallengeInput),
 		)
 	}
 	first := true
@@ -700,6 +943,25 @@ enum AuditAction {
   GENERAL_SETTINGS_CHANGED
   DEFAULT_SETTINGS_CHANGED
   FAILED_ATTEMPTS_LIMIT_REACHED
+  USER_TWO_FACTOR_UNLOCKED
+}
+
+enum Channel {
+  SMS
+  EMAIL
+}
+
+enum ChallengeStatus {
+  "Waiting for the right code."
+  PENDING
+  "The right code was given; the challenge is used up."
+  APPROVED
+  "The code was wrong, already used, or could not be delivered."
+  REJECTED
+  "Too many wrong codes; 2FA is locked for this user and app."
+  LOCKED
+  "The code's lifetime passed, or a newer code replaced it."
+  EXPIRED
 }
 
 enum Role {
@@ -719,6 +981,8 @@ type Query {
   me: User
   "The audit log, newest first. Admin only."
   auditLog(first: Int, after: String, last: Int, before: String, filter: AuditLogFilter): AuditEventConnection!
+  "The current state of a challenge. Users see their own; services any of their company's."
+  challenge(id: ID!): Challenge
 }
 
 type Mutation {
@@ -726,6 +990,15 @@ type Mutation {
   updateDefaultSettings(input: UpdateDefaultSettingsInput!): UpdateSettingsPayload!
   createUser(input: CreateUserInput!): UserPayload!
   setUserTwoFactor(input: SetUserTwoFactorInput!): UserPayload!
+  """
+  Issue a one-time code and deliver it. At most one issueChallenge or
+  verifyChallenge field is allowed per operation.
+  """
+  issueChallenge(input: IssueChallengeInput!): IssueChallengePayload!
+  "Check a code. On success the payload carries a signed assertion."
+  verifyChallenge(input: VerifyChallengeInput!): VerifyChallengePayload!
+  "Lift a lock after too many failed attempts. Admin only."
+  unlockUserTwoFactor(input: UnlockUserTwoFactorInput!): UserPayload!
 }
 
 type TwoFactorSettings {
@@ -764,6 +1037,13 @@ type User {
 type UserTwoFactor {
   web: Boolean!
   manager: Boolean!
+  "Until when 2FA is locked after failed attempts, per app; null when not locked."
+  lockedUntil: UserTwoFactorLocks!
+}
+
+type UserTwoFactorLocks {
+  web: DateTime
+  manager: DateTime
 }
 
 type UserConnection {
@@ -869,6 +1149,64 @@ type UserPayload {
   user: User
   userErrors: [UserError!]!
 }
+
+type Challenge {
+  id: ID!
+  app: App!
+  channel: Channel!
+  "Masked phone or email, e.g. +3712*****78 or j***@example.com."
+  destination: String!
+  expiresAt: DateTime!
+  "When a new code may be asked for."
+  resendAvailableAt: DateTime!
+  "Channels a new code may be asked for by in this login."
+  availableChannels: [Channel!]!
+  "Wrong codes left in this login before 2FA locks."
+  attemptsRemaining: Int!
+  status: ChallengeStatus!
+}
+
+input IssueChallengeInput {
+  "Leave out with a user token to mean the caller. Services must give it."
+  userId: ID
+  app: App!
+  "Leave out for the default: SMS first where the company allows it."
+  channel: Channel
+}
+
+type IssueChallengePayload {
+  challenge: Challenge
+  "With RESEND_TOO_SOON or RATE_LIMITED: seconds to wait."
+  retryAfter: Int
+  "With LOCKED: when the lock ends."
+  lockedUntil: DateTime
+  "With LOCKED: whom to contact."
+  contactPerson: ContactPerson
+  "With CHANNEL_NOT_AVAILABLE or DELIVERY_FAILED: what may be asked for now."
+  availableChannels: [Channel!]
+  userErrors: [UserError!]!
+}
+
+input VerifyChallengeInput {
+  challengeId: ID!
+  code: String!
+}
+
+type VerifyChallengePayload {
+  status: ChallengeStatus
+  attemptsRemaining: Int
+  "EdDSA JWT proving the check, valid 2 minutes; verify it with /.well-known/jwks.json."
+  assertion: String
+  lockedUntil: DateTime
+  "With LOCKED: whom to contact."
+  contactPerson: ContactPerson
+  userErrors: [UserError!]!
+}
+
+input UnlockUserTwoFactorInput {
+  userId: ID!
+  app: App!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -929,6 +1267,30 @@ func (ec *executionContext) childFields_AuditEventEdge(ctx context.Context, fiel
 	return nil, fmt.Errorf("no field named %q was found under type AuditEventEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_Challenge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Challenge_id(ctx, field)
+	case "app":
+		return ec.fieldContext_Challenge_app(ctx, field)
+	case "channel":
+		return ec.fieldContext_Challenge_channel(ctx, field)
+	case "destination":
+		return ec.fieldContext_Challenge_destination(ctx, field)
+	case "expiresAt":
+		return ec.fieldContext_Challenge_expiresAt(ctx, field)
+	case "resendAvailableAt":
+		return ec.fieldContext_Challenge_resendAvailableAt(ctx, field)
+	case "availableChannels":
+		return ec.fieldContext_Challenge_availableChannels(ctx, field)
+	case "attemptsRemaining":
+		return ec.fieldContext_Challenge_attemptsRemaining(ctx, field)
+	case "status":
+		return ec.fieldContext_Challenge_status(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Challenge", field.Name)
+}
+
 func (ec *executionContext) childFields_ContactPerson(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "name":
@@ -959,6 +1321,24 @@ func (ec *executionContext) childFields_GeneralSettings(ctx context.Context, fie
 		return ec.fieldContext_GeneralSettings_contactPerson(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type GeneralSettings", field.Name)
+}
+
+func (ec *executionContext) childFields_IssueChallengePayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "challenge":
+		return ec.fieldContext_IssueChallengePayload_challenge(ctx, field)
+	case "retryAfter":
+		return ec.fieldContext_IssueChallengePayload_retryAfter(ctx, field)
+	case "lockedUntil":
+		return ec.fieldContext_IssueChallengePayload_lockedUntil(ctx, field)
+	case "contactPerson":
+		return ec.fieldContext_IssueChallengePayload_contactPerson(ctx, field)
+	case "availableChannels":
+		return ec.fieldContext_IssueChallengePayload_availableChannels(ctx, field)
+	case "userErrors":
+		return ec.fieldContext_IssueChallengePayload_userErrors(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type IssueChallengePayload", field.Name)
 }
 
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1063,8 +1443,38 @@ func (ec *executionContext) childFields_UserTwoFactor(ctx context.Context, field
 		return ec.fieldContext_UserTwoFactor_web(ctx, field)
 	case "manager":
 		return ec.fieldContext_UserTwoFactor_manager(ctx, field)
+	case "lockedUntil":
+		return ec.fieldContext_UserTwoFactor_lockedUntil(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UserTwoFactor", field.Name)
+}
+
+func (ec *executionContext) childFields_UserTwoFactorLocks(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "web":
+		return ec.fieldContext_UserTwoFactorLocks_web(ctx, field)
+	case "manager":
+		return ec.fieldContext_UserTwoFactorLocks_manager(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UserTwoFactorLocks", field.Name)
+}
+
+func (ec *executionContext) childFields_VerifyChallengePayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "status":
+		return ec.fieldContext_VerifyChallengePayload_status(ctx, field)
+	case "attemptsRemaining":
+		return ec.fieldContext_VerifyChallengePayload_attemptsRemaining(ctx, field)
+	case "assertion":
+		return ec.fieldContext_VerifyChallengePayload_assertion(ctx, field)
+	case "lockedUntil":
+		return ec.fieldContext_VerifyChallengePayload_lockedUntil(ctx, field)
+	case "contactPerson":
+		return ec.fieldContext_VerifyChallengePayload_contactPerson(ctx, field)
+	case "userErrors":
+		return ec.fieldContext_VerifyChallengePayload_userErrors(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type VerifyChallengePayload", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1197,12 +1607,40 @@ func (ec *executionContext) field_Mutation_createUser_args(ctx context.Context, 
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_issueChallenge_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.IssueChallengeInput, error) {
+			return ec.unmarshalNIssueChallengeInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐIssueChallengeInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_setUserTwoFactor_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.SetUserTwoFactorInput, error) {
 			return ec.unmarshalNSetUserTwoFactorInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐSetUserTwoFactorInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_unlockUserTwoFactor_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UnlockUserTwoFactorInput, error) {
+			return ec.unmarshalNUnlockUserTwoFactorInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUnlockUserTwoFactorInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -1231,6 +1669,20 @@ func (ec *executionContext) field_Mutation_updateGeneralSettings_args(ctx contex
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.UpdateGeneralSettingsInput, error) {
 			return ec.unmarshalNUpdateGeneralSettingsInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateGeneralSettingsInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_verifyChallenge_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.VerifyChallengeInput, error) {
+			return ec.unmarshalNVerifyChallengeInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengeInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -1296,6 +1748,20 @@ func (ec *executionContext) field_Query_auditLog_args(ctx context.Context, rawAr
 		return nil, err
 	}
 	args["filter"] = arg4
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_challenge_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -1784,6 +2250,213 @@ func (ec *executionContext) fieldContext_AuditEventEdge_node(_ context.Context, 
 	return fc, nil
 }
 
+func (ec *executionContext) _Challenge_id(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Challenge_app(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_app(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.App, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.App) graphql.Marshaler {
+			return ec.marshalNApp2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐApp(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_app(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "App")
+}
+
+func (ec *executionContext) _Challenge_channel(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_channel(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Channel, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.Channel) graphql.Marshaler {
+			return ec.marshalNChannel2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_channel(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "Channel")
+}
+
+func (ec *executionContext) _Challenge_destination(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_destination(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Destination, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_destination(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "String")
+}
+
+func (ec *executionContext) _Challenge_expiresAt(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_expiresAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ExpiresAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNDateTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_expiresAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "DateTime")
+}
+
+func (ec *executionContext) _Challenge_resendAvailableAt(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_resendAvailableAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ResendAvailableAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNDateTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_resendAvailableAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "DateTime")
+}
+
+func (ec *executionContext) _Challenge_availableChannels(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_availableChannels(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AvailableChannels, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.Channel) graphql.Marshaler {
+			return ec.marshalNChannel2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannelᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_availableChannels(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "Channel")
+}
+
+func (ec *executionContext) _Challenge_attemptsRemaining(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_attemptsRemaining(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AttemptsRemaining, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_attemptsRemaining(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Challenge_status(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Challenge_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.ChallengeStatus) graphql.Marshaler {
+			return ec.marshalNChallengeStatus2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChallengeStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Challenge_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Challenge", field, false, false, "ChallengeStatus")
+}
+
 func (ec *executionContext) _ContactPerson_name(ctx context.Context, field graphql.CollectedField, obj *model.ContactPerson) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -1949,6 +2622,171 @@ func (ec *executionContext) fieldContext_GeneralSettings_contactPerson(_ context
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_ContactPerson(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _IssueChallengePayload_challenge(ctx context.Context, field graphql.CollectedField, obj *model.IssueChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IssueChallengePayload_challenge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Challenge, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Challenge) graphql.Marshaler {
+			return ec.marshalOChallenge2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChallenge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IssueChallengePayload_challenge(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "IssueChallengePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Challenge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _IssueChallengePayload_retryAfter(ctx context.Context, field graphql.CollectedField, obj *model.IssueChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IssueChallengePayload_retryAfter(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RetryAfter, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IssueChallengePayload_retryAfter(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IssueChallengePayload", field, false, false, "Int")
+}
+
+func (ec *executionContext) _IssueChallengePayload_lockedUntil(ctx context.Context, field graphql.CollectedField, obj *model.IssueChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IssueChallengePayload_lockedUntil(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LockedUntil, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalODateTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IssueChallengePayload_lockedUntil(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IssueChallengePayload", field, false, false, "DateTime")
+}
+
+func (ec *executionContext) _IssueChallengePayload_contactPerson(ctx context.Context, field graphql.CollectedField, obj *model.IssueChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IssueChallengePayload_contactPerson(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ContactPerson, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ContactPerson) graphql.Marshaler {
+			return ec.marshalOContactPerson2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐContactPerson(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IssueChallengePayload_contactPerson(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "IssueChallengePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ContactPerson(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _IssueChallengePayload_availableChannels(ctx context.Context, field graphql.CollectedField, obj *model.IssueChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IssueChallengePayload_availableChannels(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AvailableChannels, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.Channel) graphql.Marshaler {
+			return ec.marshalOChannel2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannelᚄ(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IssueChallengePayload_availableChannels(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IssueChallengePayload", field, false, false, "Channel")
+}
+
+func (ec *executionContext) _IssueChallengePayload_userErrors(ctx context.Context, field graphql.CollectedField, obj *model.IssueChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IssueChallengePayload_userErrors(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UserErrors, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.UserError) graphql.Marshaler {
+			return ec.marshalNUserError2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserErrorᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IssueChallengePayload_userErrors(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "IssueChallengePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserError(ctx, field)
 		},
 	}
 	return fc, nil
@@ -2124,6 +2962,138 @@ func (ec *executionContext) fieldContext_Mutation_setUserTwoFactor(ctx context.C
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_setUserTwoFactor_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_issueChallenge(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_issueChallenge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().IssueChallenge(ctx, fc.Args["input"].(model.IssueChallengeInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.IssueChallengePayload) graphql.Marshaler {
+			return ec.marshalNIssueChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐIssueChallengePayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_issueChallenge(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_IssueChallengePayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_issueChallenge_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_verifyChallenge(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_verifyChallenge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().VerifyChallenge(ctx, fc.Args["input"].(model.VerifyChallengeInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.VerifyChallengePayload) graphql.Marshaler {
+			return ec.marshalNVerifyChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengePayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_verifyChallenge(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_VerifyChallengePayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_verifyChallenge_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_unlockUserTwoFactor(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_unlockUserTwoFactor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UnlockUserTwoFactor(ctx, fc.Args["input"].(model.UnlockUserTwoFactorInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.UserPayload) graphql.Marshaler {
+			return ec.marshalNUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_unlockUserTwoFactor(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_unlockUserTwoFactor_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -2412,6 +3382,50 @@ func (ec *executionContext) fieldContext_Query_auditLog(ctx context.Context, fie
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_auditLog_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_challenge(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_challenge(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Challenge(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Challenge) graphql.Marshaler {
+			return ec.marshalOChallenge2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChallenge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_challenge(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Challenge(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_challenge_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -3088,6 +4102,240 @@ func (ec *executionContext) _UserTwoFactor_manager(ctx context.Context, field gr
 }
 func (ec *executionContext) fieldContext_UserTwoFactor_manager(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("UserTwoFactor", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _UserTwoFactor_lockedUntil(ctx context.Context, field graphql.CollectedField, obj *model.UserTwoFactor) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UserTwoFactor_lockedUntil(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.UserTwoFactor().LockedUntil(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.UserTwoFactorLocks) graphql.Marshaler {
+			return ec.marshalNUserTwoFactorLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorLocks(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UserTwoFactor_lockedUntil(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UserTwoFactor",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserTwoFactorLocks(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UserTwoFactorLocks_web(ctx context.Context, field graphql.CollectedField, obj *model.UserTwoFactorLocks) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UserTwoFactorLocks_web(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Web, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalODateTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_UserTwoFactorLocks_web(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UserTwoFactorLocks", field, false, false, "DateTime")
+}
+
+func (ec *executionContext) _UserTwoFactorLocks_manager(ctx context.Context, field graphql.CollectedField, obj *model.UserTwoFactorLocks) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UserTwoFactorLocks_manager(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Manager, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalODateTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_UserTwoFactorLocks_manager(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UserTwoFactorLocks", field, false, false, "DateTime")
+}
+
+func (ec *executionContext) _VerifyChallengePayload_status(ctx context.Context, field graphql.CollectedField, obj *model.VerifyChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyChallengePayload_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ChallengeStatus) graphql.Marshaler {
+			return ec.marshalOChallengeStatus2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChallengeStatus(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyChallengePayload_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerifyChallengePayload", field, false, false, "ChallengeStatus")
+}
+
+func (ec *executionContext) _VerifyChallengePayload_attemptsRemaining(ctx context.Context, field graphql.CollectedField, obj *model.VerifyChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyChallengePayload_attemptsRemaining(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AttemptsRemaining, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyChallengePayload_attemptsRemaining(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerifyChallengePayload", field, false, false, "Int")
+}
+
+func (ec *executionContext) _VerifyChallengePayload_assertion(ctx context.Context, field graphql.CollectedField, obj *model.VerifyChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyChallengePayload_assertion(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Assertion, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyChallengePayload_assertion(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerifyChallengePayload", field, false, false, "String")
+}
+
+func (ec *executionContext) _VerifyChallengePayload_lockedUntil(ctx context.Context, field graphql.CollectedField, obj *model.VerifyChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyChallengePayload_lockedUntil(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LockedUntil, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalODateTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyChallengePayload_lockedUntil(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerifyChallengePayload", field, false, false, "DateTime")
+}
+
+func (ec *executionContext) _VerifyChallengePayload_contactPerson(ctx context.Context, field graphql.CollectedField, obj *model.VerifyChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyChallengePayload_contactPerson(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ContactPerson, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.ContactPerson) graphql.Marshaler {
+			return ec.marshalOContactPerson2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐContactPerson(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyChallengePayload_contactPerson(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "VerifyChallengePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ContactPerson(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _VerifyChallengePayload_userErrors(ctx context.Context, field graphql.CollectedField, obj *model.VerifyChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyChallengePayload_userErrors(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UserErrors, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.UserError) graphql.Marshaler {
+			return ec.marshalNUserError2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserErrorᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyChallengePayload_userErrors(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "VerifyChallengePayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserError(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -4352,6 +5600,62 @@ func UnmarshalCreateUserInput(ctx context.Context, raw any) (model.CreateUserInp
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputIssueChallengeInput(ctx context.Context, obj any) (model.IssueChallengeInput, error) {
+	var it model.IssueChallengeInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"userId", "app", "channel"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "app":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("app"))
+			data, err := ec.unmarshalNApp2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐApp(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.App = data
+		case "channel":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("channel"))
+			data, err := ec.unmarshalOChannel2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Channel = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalIssueChallengeInput unmarshals raw into the IssueChallengeInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalIssueChallengeInput(ctx context.Context, raw any) (model.IssueChallengeInput, error) {
+	var out model.IssueChallengeInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "IssueChallengeInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputSetUserTwoFactorInput(ctx context.Context, obj any) (model.SetUserTwoFactorInput, error) {
 	var it model.SetUserTwoFactorInput
 	if obj == nil {
@@ -4405,6 +5709,55 @@ func (ec *executionContext) unmarshalInputSetUserTwoFactorInput(ctx context.Cont
 func UnmarshalSetUserTwoFactorInput(ctx context.Context, raw any) (model.SetUserTwoFactorInput, error) {
 	var out model.SetUserTwoFactorInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetUserTwoFactorInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUnlockUserTwoFactorInput(ctx context.Context, obj any) (model.UnlockUserTwoFactorInput, error) {
+	var it model.UnlockUserTwoFactorInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"userId", "app"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "userId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserID = data
+		case "app":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("app"))
+			data, err := ec.unmarshalNApp2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐApp(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.App = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUnlockUserTwoFactorInput unmarshals raw into the UnlockUserTwoFactorInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUnlockUserTwoFactorInput(ctx context.Context, raw any) (model.UnlockUserTwoFactorInput, error) {
+	var out model.UnlockUserTwoFactorInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UnlockUserTwoFactorInput", raw, &out)
 	return out, err
 }
 
@@ -4503,6 +5856,55 @@ func (ec *executionContext) unmarshalInputUpdateGeneralSettingsInput(ctx context
 func UnmarshalUpdateGeneralSettingsInput(ctx context.Context, raw any) (model.UpdateGeneralSettingsInput, error) {
 	var out model.UpdateGeneralSettingsInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateGeneralSettingsInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputVerifyChallengeInput(ctx context.Context, obj any) (model.VerifyChallengeInput, error) {
+	var it model.VerifyChallengeInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"challengeId", "code"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "challengeId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("challengeId"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ChallengeID = data
+		case "code":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("code"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Code = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalVerifyChallengeInput unmarshals raw into the VerifyChallengeInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalVerifyChallengeInput(ctx context.Context, raw any) (model.VerifyChallengeInput, error) {
+	var out model.VerifyChallengeInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "VerifyChallengeInput", raw, &out)
 	return out, err
 }
 
@@ -4696,6 +6098,79 @@ func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.Selecti
 	return out
 }
 
+var challengeImplementors = []string{"Challenge"}
+
+func (ec *executionContext) _Challenge(ctx context.Context, sel ast.SelectionSet, obj *model.Challenge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, challengeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Challenge")
+		case "id":
+			out.Values[i] = ec._Challenge_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "app":
+			out.Values[i] = ec._Challenge_app(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "channel":
+			out.Values[i] = ec._Challenge_channel(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "destination":
+			out.Values[i] = ec._Challenge_destination(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "expiresAt":
+			out.Values[i] = ec._Challenge_expiresAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "resendAvailableAt":
+			out.Values[i] = ec._Challenge_resendAvailableAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "availableChannels":
+			out.Values[i] = ec._Challenge_availableChannels(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "attemptsRemaining":
+			out.Values[i] = ec._Challenge_attemptsRemaining(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._Challenge_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var contactPersonImplementors = []string{"ContactPerson"}
 
 func (ec *executionContext) _ContactPerson(ctx context.Context, sel ast.SelectionSet, obj *model.ContactPerson) graphql.Marshaler {
@@ -4815,6 +6290,64 @@ func (ec *executionContext) _GeneralSettings(ctx context.Context, sel ast.Select
 	return out
 }
 
+var issueChallengePayloadImplementors = []string{"IssueChallengePayload"}
+
+func (ec *executionContext) _IssueChallengePayload(ctx context.Context, sel ast.SelectionSet, obj *model.IssueChallengePayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, issueChallengePayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("IssueChallengePayload")
+		case "challenge":
+			out.Values[i] = ec._IssueChallengePayload_challenge(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "retryAfter":
+			out.Values[i] = ec._IssueChallengePayload_retryAfter(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lockedUntil":
+			out.Values[i] = ec._IssueChallengePayload_lockedUntil(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "contactPerson":
+			out.Values[i] = ec._IssueChallengePayload_contactPerson(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "availableChannels":
+			out.Values[i] = ec._IssueChallengePayload_availableChannels(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "userErrors":
+			out.Values[i] = ec._IssueChallengePayload_userErrors(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -4858,6 +6391,27 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "setUserTwoFactor":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_setUserTwoFactor(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "issueChallenge":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_issueChallenge(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verifyChallenge":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_verifyChallenge(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "unlockUserTwoFactor":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_unlockUserTwoFactor(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -4975,6 +6529,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_auditLog(ctx, field)
+				})
+		case "challenge":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_challenge(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -5317,10 +6877,112 @@ func (ec *executionContext) _UserTwoFactor(ctx context.Context, sel ast.Selectio
 		case "web":
 			out.Values[i] = ec._UserTwoFactor_web(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "manager":
 			out.Values[i] = ec._UserTwoFactor_manager(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lockedUntil":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._UserTwoFactor_lockedUntil(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var userTwoFactorLocksImplementors = []string{"UserTwoFactorLocks"}
+
+func (ec *executionContext) _UserTwoFactorLocks(ctx context.Context, sel ast.SelectionSet, obj *model.UserTwoFactorLocks) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, userTwoFactorLocksImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("UserTwoFactorLocks")
+		case "web":
+			out.Values[i] = ec._UserTwoFactorLocks_web(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "manager":
+			out.Values[i] = ec._UserTwoFactorLocks_manager(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var verifyChallengePayloadImplementors = []string{"VerifyChallengePayload"}
+
+func (ec *executionContext) _VerifyChallengePayload(ctx context.Context, sel ast.SelectionSet, obj *model.VerifyChallengePayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, verifyChallengePayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("VerifyChallengePayload")
+		case "status":
+			out.Values[i] = ec._VerifyChallengePayload_status(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "attemptsRemaining":
+			out.Values[i] = ec._VerifyChallengePayload_attemptsRemaining(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "assertion":
+			out.Values[i] = ec._VerifyChallengePayload_assertion(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lockedUntil":
+			out.Values[i] = ec._VerifyChallengePayload_lockedUntil(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "contactPerson":
+			out.Values[i] = ec._VerifyChallengePayload_contactPerson(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "userErrors":
+			out.Values[i] = ec._VerifyChallengePayload_userErrors(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -5781,6 +7443,56 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 	return res
 }
 
+func (ec *executionContext) unmarshalNChallengeStatus2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChallengeStatus(ctx context.Context, v any) (model.ChallengeStatus, error) {
+	var res model.ChallengeStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNChallengeStatus2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChallengeStatus(ctx context.Context, sel ast.SelectionSet, v model.ChallengeStatus) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNChannel2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx context.Context, v any) (model.Channel, error) {
+	var res model.Channel
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNChannel2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx context.Context, sel ast.SelectionSet, v model.Channel) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNChannel2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannelᚄ(ctx context.Context, v any) ([]model.Channel, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.Channel, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNChannel2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNChannel2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannelᚄ(ctx context.Context, sel ast.SelectionSet, v []model.Channel) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNChannel2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) unmarshalNCreateUserInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐCreateUserInput(ctx context.Context, v any) (model.CreateUserInput, error) {
 	res, err := ec.unmarshalInputCreateUserInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -5840,6 +7552,33 @@ func (ec *executionContext) marshalNID2string(ctx context.Context, sel ast.Selec
 	return res
 }
 
+func (ec *executionContext) unmarshalNInt2int(ctx context.Context, v any) (int, error) {
+	res, err := graphql.UnmarshalInt(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNInt2int(ctx context.Context, sel ast.SelectionSet, v int) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalInt(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Int!")
+	}
+	return res
+}
+
+func (ec *executionContext) unmarshalNIssueChallengeInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐIssueChallengeInput(ctx context.Context, v any) (model.IssueChallengeInput, error) {
+	res, err := ec.unmarshalInputIssueChallengeInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNIssueChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐIssueChallengePayload(ctx context.Context, sel ast.SelectionSet, v *model.IssueChallengePayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "IssueChallengePayload!")
+		return graphql.Null
+	}
+	return ec._IssueChallengePayload(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNPageInfo2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐPageInfo(ctx context.Context, sel ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "PageInfo!")
@@ -5873,6 +7612,11 @@ func (ec *executionContext) marshalNTwoFactorSettings2ᚖgithubᚗcomᚋtwofacto
 		return graphql.Null
 	}
 	return ec._TwoFactorSettings(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNUnlockUserTwoFactorInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUnlockUserTwoFactorInput(ctx context.Context, v any) (model.UnlockUserTwoFactorInput, error) {
+	res, err := ec.unmarshalInputUnlockUserTwoFactorInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNUpdateDefaultSettingsInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateDefaultSettingsInput(ctx context.Context, v any) (model.UpdateDefaultSettingsInput, error) {
@@ -5963,6 +7707,27 @@ func (ec *executionContext) marshalNUserTwoFactor2ᚖgithubᚗcomᚋtwofactorᚋ
 		return graphql.Null
 	}
 	return ec._UserTwoFactor(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNUserTwoFactorLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorLocks(ctx context.Context, sel ast.SelectionSet, v *model.UserTwoFactorLocks) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "UserTwoFactorLocks!")
+		return graphql.Null
+	}
+	return ec._UserTwoFactorLocks(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNVerifyChallengeInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengeInput(ctx context.Context, v any) (model.VerifyChallengeInput, error) {
+	res, err := ec.unmarshalInputVerifyChallengeInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNVerifyChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengePayload(ctx context.Context, sel ast.SelectionSet, v *model.VerifyChallengePayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "VerifyChallengePayload!")
+		return graphql.Null
+	}
+	return ec._VerifyChallengePayload(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx context.Context, sel ast.SelectionSet, v introspection.Directive) graphql.Marshaler {
@@ -6202,6 +7967,81 @@ func (ec *executionContext) marshalOBoolean2ᚖbool(ctx context.Context, sel ast
 	_ = ctx
 	res := graphql.MarshalBoolean(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOChallenge2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChallenge(ctx context.Context, sel ast.SelectionSet, v *model.Challenge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Challenge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOChallengeStatus2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChallengeStatus(ctx context.Context, v any) (*model.ChallengeStatus, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.ChallengeStatus)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOChallengeStatus2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChallengeStatus(ctx context.Context, sel ast.SelectionSet, v *model.ChallengeStatus) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOChannel2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannelᚄ(ctx context.Context, v any) ([]model.Channel, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.Channel, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNChannel2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOChannel2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannelᚄ(ctx context.Context, sel ast.SelectionSet, v []model.Channel) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNChannel2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOChannel2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx context.Context, v any) (*model.Channel, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.Channel)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOChannel2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐChannel(ctx context.Context, sel ast.SelectionSet, v *model.Channel) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) marshalOContactPerson2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐContactPerson(ctx context.Context, sel ast.SelectionSet, v *model.ContactPerson) graphql.Marshaler {

@@ -46,6 +46,7 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics) *handler.Server 
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
 	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
 	srv.Use(depthLimit{max: limits.MaxDepth})
+	srv.Use(oneChallengePerOperation{})
 	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
 		r.Logger.ErrorContext(ctx, "resolver panicked", "panic", fmt.Sprint(p))
 		return &gqlerror.Error{Message: "internal error", Extensions: map[string]any{"code": CodeInternal}}

@@ -8,10 +8,12 @@ package graph
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/twofactor/service/graph/model"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/users"
 )
@@ -77,6 +79,55 @@ func (r *mutationResolver) SetUserTwoFactor(ctx context.Context, input model.Set
 		return nil, r.toGQL(ctx, err)
 	}
 	u, err := r.UserService.SetTwoFactor(ctx, c, input.UserID, fromApp(input.App), input.Enabled)
+	return r.userPayload(ctx, u, err, "userId")
+}
+
+// IssueChallenge is the resolver for the issueChallenge field.
+func (r *mutationResolver) IssueChallenge(ctx context.Context, input model.IssueChallengeInput) (*model.IssueChallengePayload, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	req := challenge.IssueRequest{UserID: deref(input.UserID), App: fromApp(input.App)}
+	if input.Channel != nil {
+		req.Channel = challenge.Channel(*input.Channel)
+	}
+	ch, err := r.ChallengeService.Issue(ctx, c, req)
+	if out, ok := issueRefusal(err); ok {
+		return out, nil
+	}
+	ue, err := r.mutationErrors(ctx, err, "userId")
+	if err != nil || len(ue) > 0 {
+		return &model.IssueChallengePayload{UserErrors: ue}, err
+	}
+	return &model.IssueChallengePayload{Challenge: toChallenge(ch), UserErrors: ue}, nil
+}
+
+// VerifyChallenge is the resolver for the verifyChallenge field.
+func (r *mutationResolver) VerifyChallenge(ctx context.Context, input model.VerifyChallengeInput) (*model.VerifyChallengePayload, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	res, err := r.ChallengeService.Verify(ctx, c, input.ChallengeID, input.Code)
+	out := toVerifyPayload(res)
+	if refusal, ok := asRefusal(err); ok {
+		out.UserErrors = []model.UserError{{Field: refusalField(refusal, "code"), Code: refusal.Code, Message: refusal.Message}}
+		return out, nil
+	}
+	if out.UserErrors, err = r.mutationErrors(ctx, err, "challengeId"); err != nil || len(out.UserErrors) > 0 {
+		return &model.VerifyChallengePayload{UserErrors: out.UserErrors}, err
+	}
+	return out, nil
+}
+
+// UnlockUserTwoFactor is the resolver for the unlockUserTwoFactor field.
+func (r *mutationResolver) UnlockUserTwoFactor(ctx context.Context, input model.UnlockUserTwoFactorInput) (*model.UserPayload, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	u, err := r.ChallengeService.Unlock(ctx, c, input.UserID, fromApp(input.App))
 	return r.userPayload(ctx, u, err, "userId")
 }
 
@@ -165,13 +216,49 @@ func (r *queryResolver) AuditLog(ctx context.Context, first *int, after *string,
 	return conn, nil
 }
 
+// Challenge is the resolver for the challenge field.
+func (r *queryResolver) Challenge(ctx context.Context, id string) (*model.Challenge, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	ch, err := r.ChallengeService.Get(ctx, c, id)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	return toChallenge(ch), nil
+}
+
+// LockedUntil is the resolver for the lockedUntil field.
+func (r *userTwoFactorResolver) LockedUntil(ctx context.Context, obj *model.UserTwoFactor) (*model.UserTwoFactorLocks, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	out := &model.UserTwoFactorLocks{}
+	for app, dst := range map[users.App]**time.Time{users.Web: &out.Web, users.Manager: &out.Manager} {
+		until, locked, err := r.ChallengeService.LockedUntil(ctx, c.Company, obj.UserID, app)
+		if err != nil {
+			return nil, r.toGQL(ctx, err)
+		}
+		if locked {
+			*dst = &until
+		}
+	}
+	return out, nil
+}
+
 // Mutation returns MutationResolver implementation.
 func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 
 // Query returns QueryResolver implementation.
 func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 
+// UserTwoFactor returns UserTwoFactorResolver implementation.
+func (r *Resolver) UserTwoFactor() UserTwoFactorResolver { return &userTwoFactorResolver{r} }
+
 type (
-	mutationResolver struct{ *Resolver }
-	queryResolver    struct{ *Resolver }
+	mutationResolver      struct{ *Resolver }
+	queryResolver         struct{ *Resolver }
+	userTwoFactorResolver struct{ *Resolver }
 )

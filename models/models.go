@@ -43,7 +43,7 @@ type AuditEvent struct {
 	ActorRole      string  `gorm:"size:16;not null"`
 	TargetUserID   *string `gorm:"size:128"`
 	TargetUserName *string
-	App            *string `gorm:"size:16"`
-	Details        string  `gorm:"not null"`
+	App            *string   `gorm:"size:16"`
+	Details        string    `gorm:"not null"`
 	CreatedAt      time.Time `gorm:"not null"`
 }

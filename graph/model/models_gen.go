@@ -53,6 +53,22 @@ type AuditLogFilter struct {
 	To *time.Time `json:"to,omitempty"`
 }
 
+type Challenge struct {
+	ID      string  `json:"id"`
+	App     App     `json:"app"`
+	Channel Channel `json:"channel"`
+	// Masked phone or email, e.g. +3712*****78 or j***@example.com.
+	Destination string    `json:"destination"`
+	ExpiresAt   time.Time `json:"expiresAt"`
+	// When a new code may be asked for.
+	ResendAvailableAt time.Time `json:"resendAvailableAt"`
+	// Channels a new code may be asked for by in this login.
+	AvailableChannels []Channel `json:"availableChannels"`
+	// Wrong codes left in this login before 2FA locks.
+	AttemptsRemaining int             `json:"attemptsRemaining"`
+	Status            ChallengeStatus `json:"status"`
+}
+
 type ContactPerson struct {
 	Name  string  `json:"name"`
 	Email *string `json:"email,omitempty"`
@@ -84,6 +100,27 @@ type GeneralSettings struct {
 	ContactPerson *ContactPerson `json:"contactPerson,omitempty"`
 }
 
+type IssueChallengeInput struct {
+	// Leave out with a user token to mean the caller. Services must give it.
+	UserID *string `json:"userId,omitempty"`
+	App    App     `json:"app"`
+	// Leave out for the default: SMS first where the company allows it.
+	Channel *Channel `json:"channel,omitempty"`
+}
+
+type IssueChallengePayload struct {
+	Challenge *Challenge `json:"challenge,omitempty"`
+	// With RESEND_TOO_SOON or RATE_LIMITED: seconds to wait.
+	RetryAfter *int `json:"retryAfter,omitempty"`
+	// With LOCKED: when the lock ends.
+	LockedUntil *time.Time `json:"lockedUntil,omitempty"`
+	// With LOCKED: whom to contact.
+	ContactPerson *ContactPerson `json:"contactPerson,omitempty"`
+	// With CHANNEL_NOT_AVAILABLE or DELIVERY_FAILED: what may be asked for now.
+	AvailableChannels []Channel   `json:"availableChannels,omitempty"`
+	UserErrors        []UserError `json:"userErrors"`
+}
+
 type Mutation struct {
 }
 
@@ -107,6 +144,11 @@ type TwoFactorSettings struct {
 	General   *GeneralSettings `json:"general"`
 	Defaults  *DefaultSettings `json:"defaults"`
 	UpdatedAt time.Time        `json:"updatedAt"`
+}
+
+type UnlockUserTwoFactorInput struct {
+	UserID string `json:"userId"`
+	App    App    `json:"app"`
 }
 
 type UpdateDefaultSettingsInput struct {
@@ -156,9 +198,25 @@ type UserPayload struct {
 	UserErrors []UserError `json:"userErrors"`
 }
 
-type UserTwoFactor struct {
-	Web     bool `json:"web"`
-	Manager bool `json:"manager"`
+type UserTwoFactorLocks struct {
+	Web     *time.Time `json:"web,omitempty"`
+	Manager *time.Time `json:"manager,omitempty"`
+}
+
+type VerifyChallengeInput struct {
+	ChallengeID string `json:"challengeId"`
+	Code        string `json:"code"`
+}
+
+type VerifyChallengePayload struct {
+	Status            *ChallengeStatus `json:"status,omitempty"`
+	AttemptsRemaining *int             `json:"attemptsRemaining,omitempty"`
+	// EdDSA JWT proving the check, valid 2 minutes; verify it with /.well-known/jwks.json.
+	Assertion   *string    `json:"assertion,omitempty"`
+	LockedUntil *time.Time `json:"lockedUntil,omitempty"`
+	// With LOCKED: whom to contact.
+	ContactPerson *ContactPerson `json:"contactPerson,omitempty"`
+	UserErrors    []UserError    `json:"userErrors"`
 }
 
 type App string
@@ -225,6 +283,7 @@ const (
 	AuditActionGeneralSettingsChanged     AuditAction = "GENERAL_SETTINGS_CHANGED"
 	AuditActionDefaultSettingsChanged     AuditAction = "DEFAULT_SETTINGS_CHANGED"
 	AuditActionFailedAttemptsLimitReached AuditAction = "FAILED_ATTEMPTS_LIMIT_REACHED"
+	AuditActionUserTwoFactorUnlocked      AuditAction = "USER_TWO_FACTOR_UNLOCKED"
 )
 
 var AllAuditAction = []AuditAction{
@@ -234,11 +293,12 @@ var AllAuditAction = []AuditAction{
 	AuditActionGeneralSettingsChanged,
 	AuditActionDefaultSettingsChanged,
 	AuditActionFailedAttemptsLimitReached,
+	AuditActionUserTwoFactorUnlocked,
 }
 
 func (e AuditAction) IsValid() bool {
 	switch e {
-	case AuditActionUserCreated, AuditActionUserTwoFactorEnabled, AuditActionUserTwoFactorDisabled, AuditActionGeneralSettingsChanged, AuditActionDefaultSettingsChanged, AuditActionFailedAttemptsLimitReached:
+	case AuditActionUserCreated, AuditActionUserTwoFactorEnabled, AuditActionUserTwoFactorDisabled, AuditActionGeneralSettingsChanged, AuditActionDefaultSettingsChanged, AuditActionFailedAttemptsLimitReached, AuditActionUserTwoFactorUnlocked:
 		return true
 	}
 	return false
@@ -274,6 +334,127 @@ func (e *AuditAction) UnmarshalJSON(b []byte) error {
 }
 
 func (e AuditAction) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type ChallengeStatus string
+
+const (
+	// Waiting for the right code.
+	ChallengeStatusPending ChallengeStatus = "PENDING"
+	// The right code was given; the challenge is used up.
+	ChallengeStatusApproved ChallengeStatus = "APPROVED"
+	// The code was wrong, already used, or could not be delivered.
+	ChallengeStatusRejected ChallengeStatus = "REJECTED"
+	// Too many wrong codes; 2FA is locked for this user and app.
+	ChallengeStatusLocked ChallengeStatus = "LOCKED"
+	// The code's lifetime passed, or a newer code replaced it.
+	ChallengeStatusExpired ChallengeStatus = "EXPIRED"
+)
+
+var AllChallengeStatus = []ChallengeStatus{
+	ChallengeStatusPending,
+	ChallengeStatusApproved,
+	ChallengeStatusRejected,
+	ChallengeStatusLocked,
+	ChallengeStatusExpired,
+}
+
+func (e ChallengeStatus) IsValid() bool {
+	switch e {
+	case ChallengeStatusPending, ChallengeStatusApproved, ChallengeStatusRejected, ChallengeStatusLocked, ChallengeStatusExpired:
+		return true
+	}
+	return false
+}
+
+func (e ChallengeStatus) String() string {
+	return string(e)
+}
+
+func (e *ChallengeStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = ChallengeStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid ChallengeStatus", str)
+	}
+	return nil
+}
+
+func (e ChallengeStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *ChallengeStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e ChallengeStatus) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type Channel string
+
+const (
+	ChannelSms   Channel = "SMS"
+	ChannelEmail Channel = "EMAIL"
+)
+
+var AllChannel = []Channel{
+	ChannelSms,
+	ChannelEmail,
+}
+
+func (e Channel) IsValid() bool {
+	switch e {
+	case ChannelSms, ChannelEmail:
+		return true
+	}
+	return false
+}
+
+func (e Channel) String() string {
+	return string(e)
+}
+
+func (e *Channel) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = Channel(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid Channel", str)
+	}
+	return nil
+}
+
+func (e Channel) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *Channel) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e Channel) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -5,17 +5,23 @@ package app
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"gorm.io/gorm"
 
 	"github.com/twofactor/service/graph"
+	"github.com/twofactor/service/internal/assertion"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/challenge"
+	"github.com/twofactor/service/internal/delivery"
 	"github.com/twofactor/service/internal/httpapi"
 	"github.com/twofactor/service/internal/metrics"
+	"github.com/twofactor/service/internal/otp"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/store"
 	"github.com/twofactor/service/internal/users"
@@ -31,19 +37,32 @@ type Options struct {
 	PlaygroundToken string
 	Limits          graph.Limits
 	MaxBodyBytes    int64
+
+	// Challenges.
+	Challenge    challenge.Config
+	Codes        *otp.Hasher
+	AssertionKey ed25519.PrivateKey
+	Issuer       string
+	SMS, Email   delivery.Sender
+	Now          func() time.Time // nil for the wall clock
 }
 
 // App is the assembled service.
 type App struct {
-	Handler  http.Handler
-	Settings *settings.Service
-	Users    *users.Service
-	Audit    *audit.Log
-	Metrics  *metrics.Metrics
+	Handler   http.Handler
+	Settings  *settings.Service
+	Users     *users.Service
+	Audit     *audit.Log
+	Challenge *challenge.Service
+	Signer    *assertion.Signer
+	Metrics   *metrics.Metrics
 }
 
+// DefaultIssuer is the assertions' iss claim.
+const DefaultIssuer = "twofactor"
+
 // New assembles the service.
-func New(o Options) *App {
+func New(o Options) (*App, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -53,11 +72,24 @@ func New(o Options) *App {
 	a := &App{Audit: audit.NewLog(o.DB), Metrics: metrics.New()}
 	a.Settings = settings.NewService(o.DB, a.Audit)
 	a.Users = users.NewService(o.DB, a.Audit, a.Settings)
+	if o.Issuer == "" {
+		o.Issuer = DefaultIssuer
+	}
+	a.Signer = assertion.NewSigner(o.Issuer, o.AssertionKey, o.Now)
+	var err error
+	a.Challenge, err = challenge.NewService(challenge.Deps{
+		Redis: o.Redis.Client, Users: a.Users, Settings: a.Settings, Audit: a.Audit,
+		Codes: o.Codes, Signer: a.Signer, SMS: o.SMS, Email: o.Email, Logger: o.Logger, Now: o.Now,
+	}, o.Challenge)
+	if err != nil {
+		return nil, err
+	}
 	gql := graph.NewHandler(&graph.Resolver{
-		SettingsService: a.Settings,
-		UserService:     a.Users,
-		AuditService:    a.Audit,
-		Logger:          o.Logger,
+		SettingsService:  a.Settings,
+		UserService:      a.Users,
+		AuditService:     a.Audit,
+		ChallengeService: a.Challenge,
+		Logger:           o.Logger,
 	}, o.Limits, a.Metrics)
 	a.Handler = httpapi.New(httpapi.Config{
 		GraphQL:         gql,
@@ -67,6 +99,7 @@ func New(o Options) *App {
 		AllowedOrigins:  o.AllowedOrigins,
 		MaxBodyBytes:    o.MaxBodyBytes,
 		PlaygroundToken: o.PlaygroundToken,
+		JWKS:            a.Signer.JWKS(),
 		Ready: func(ctx context.Context) error {
 			sqlDB, err := o.DB.DB()
 			if err == nil {
@@ -81,5 +114,5 @@ func New(o Options) *App {
 			return nil
 		},
 	})
-	return a
+	return a, nil
 }

@@ -5,6 +5,8 @@ package apptest
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,11 +16,15 @@ import (
 
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/otp"
 	"github.com/twofactor/service/internal/testenv"
 )
 
 // Secret signs test tokens.
 var Secret = []byte("apptest-secret-apptest-secret-0123456789")
+
+// CodeKey is the code HMAC key in tests.
+var CodeKey = []byte("apptest-code-key-apptest-code-key-0123456789")
 
 // Server is a running service.
 type Server struct {
@@ -26,6 +32,11 @@ type Server struct {
 	URL      string
 	Tokens   *auth.Tokens
 	Backends testenv.Backends
+	// Clock is the service's clock; Advance it to expire codes and locks
+	// without sleeping.
+	Clock *Clock
+	// Outbox holds what the default senders were asked to deliver.
+	Outbox *Outbox
 }
 
 // Start runs the service on fresh backends until the test ends. tweak, if
@@ -37,14 +48,31 @@ func Start(t testing.TB, tweak ...func(*app.Options)) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := app.Options{DB: b.DB, Redis: b.Redis, Tokens: tokens}
+	codes, err := otp.NewHasher(CodeKey, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Tokens: tokens, Backends: b, Clock: NewClock(), Outbox: &Outbox{}}
+	opts := app.Options{
+		DB: b.DB, Redis: b.Redis, Tokens: tokens,
+		Codes: codes, AssertionKey: key, SMS: s.Outbox.Channel("sms"), Email: s.Outbox.Channel("email"),
+		Now: s.Clock.Now,
+	}
 	for _, f := range tweak {
 		f(&opts)
 	}
-	a := app.New(opts)
+	a, err := app.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ts := httptest.NewServer(a.Handler)
 	t.Cleanup(ts.Close)
-	return &Server{App: a, URL: ts.URL, Tokens: tokens, Backends: b}
+	s.App, s.URL = a, ts.URL
+	return s
 }
 
 // Token signs a token for c valid for an hour.

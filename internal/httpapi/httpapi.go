@@ -39,6 +39,8 @@ type Config struct {
 	// PlaygroundToken, when set, is filled into the playground's
 	// Authorization header for visitors from this machine (embedded mode).
 	PlaygroundToken string
+	// JWKS is the public key set for challenge assertions.
+	JWKS []byte
 }
 
 // DefaultMaxBodyBytes bounds a request body; real operations are a few KiB.
@@ -67,6 +69,11 @@ func New(cfg Config) http.Handler {
 	})
 	r.Method(http.MethodGet, "/metrics", cfg.Metrics.Handler())
 	r.Get("/", cfg.playground)
+	r.Get("/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(cfg.JWKS)
+	})
 
 	c := cors.New(cors.Options{
 		AllowedOrigins:   cfg.AllowedOrigins,

@@ -1,0 +1,66 @@
+-- Issue a code: check the lock, the login window, the resend cooldown and
+-- the per-user rate, pick the channel, store the code's hash. Atomic, so
+-- concurrent issues cannot slip past any limit.
+--
+-- KEYS: 1 login hash, 2 lock, 3 issued zset, 4 challenge hash
+-- ARGV: 1 now ms, 2 challenge id, 3 code hmac, 4 mode (E|S|SE),
+--       5 requested channel ("" | SMS | EMAIL), 6 code ttl ms,
+--       7 cooldown ms, 8 max codes per window, 9 login window ms,
+--       10 max failures, 11 sms destination, 12 email destination
+local now = tonumber(ARGV[1])
+local mode, requested = ARGV[4], ARGV[5]
+local ttl, cooldown = tonumber(ARGV[6]), tonumber(ARGV[7])
+local maxCodes, window = tonumber(ARGV[8]), tonumber(ARGV[9])
+local maxFailures = tonumber(ARGV[10])
+
+local lockedUntil = tonumber(redis.call('GET', KEYS[2]) or '0')
+if lockedUntil > now then
+  return {'LOCKED', lockedUntil}
+end
+
+local start = tonumber(redis.call('HGET', KEYS[1], 'start') or '0')
+if start == 0 or now - start >= window then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'start', now, 'failures', 0, 'email', 0, 'last', 0)
+  start = now
+end
+local login = redis.call('HMGET', KEYS[1], 'last', 'failures', 'email')
+local last, failures, emailOK = tonumber(login[1]), tonumber(login[2]), login[3] == '1'
+
+if last > 0 and now - last < cooldown then
+  return {'RESEND_TOO_SOON', last + cooldown - now}
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+if redis.call('ZCARD', KEYS[3]) >= maxCodes then
+  local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  return {'RATE_LIMITED', tonumber(oldest[2]) + window - now}
+end
+
+-- E: email only. S: SMS, no email to fall back to. SE: SMS first, email
+-- once an attempt in this login has failed.
+local channel
+if mode == 'E' then
+  if requested == 'SMS' then return {'CHANNEL_NOT_AVAILABLE'} end
+  channel = 'EMAIL'
+elseif requested == 'EMAIL' then
+  if mode ~= 'SE' or not emailOK then return {'CHANNEL_NOT_AVAILABLE'} end
+  channel = 'EMAIL'
+else
+  channel = 'SMS'
+end
+local dest = ARGV[11]
+if channel == 'EMAIL' then dest = ARGV[12] end
+
+local expires = now + ttl
+redis.call('HSET', KEYS[4], 'st', 'PENDING', 'h', ARGV[3], 'ch', channel,
+  'dest', dest, 'mode', mode, 'exp', expires, 'iss', now)
+redis.call('PEXPIRE', KEYS[4], window + ttl)
+redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'last', now)
+redis.call('PEXPIRE', KEYS[1], start + window - now + ttl)
+redis.call('ZADD', KEYS[3], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[3], window)
+
+local email = '0'
+if emailOK then email = '1' end
+return {'OK', channel, expires, now + cooldown, maxFailures - failures, email}

@@ -1,0 +1,86 @@
+package challenge
+
+import (
+	_ "embed"
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed issue.lua
+	issueLua    string
+	issueScript = redis.NewScript(issueLua)
+
+	//go:embed verify.lua
+	verifyLua    string
+	verifyScript = redis.NewScript(verifyLua)
+
+	//go:embed failed.lua
+	failedLua    string
+	failedScript = redis.NewScript(failedLua)
+)
+
+// keys names one user's Redis keys. They share the hash tag
+// {c:<company>:u:<user>}, so every script runs in one Redis Cluster slot.
+type keys struct{ tag string }
+
+func keysFor(company, user string) keys {
+	return keys{tag: "2fa:{c:" + company + ":u:" + user + "}"}
+}
+
+func (k keys) login(app string) string    { return k.tag + ":" + app + ":login" }
+func (k keys) lock(app string) string     { return k.tag + ":" + app + ":lock" }
+func (k keys) issued() string             { return k.tag + ":issued" }
+func (k keys) challenge(id string) string { return k.tag + ":ch:" + id }
+func smsKey(company string, hour int64) string {
+	return fmt.Sprintf("2fa:{c:%s}:sms:%d", company, hour)
+}
+
+// A challenge id carries the app and the user it belongs to, so verify can
+// name the user's keys without a lookup: <random>.<w|m>.<base64url(user)>.
+// The company is never in it; it always comes from the caller's token.
+func makeID(random, app, user string) string {
+	return random + "." + app[:1] + "." + base64.RawURLEncoding.EncodeToString([]byte(user))
+}
+
+func parseID(id string) (app, user string, ok bool) {
+	parts := strings.Split(id, ".")
+	if len(id) > 400 || len(parts) != 3 || len(parts[0]) != 22 {
+		return "", "", false
+	}
+	switch parts[1] {
+	case "w":
+		app = "web"
+	case "m":
+		app = "manager"
+	default:
+		return "", "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil || len(b) == 0 {
+		return "", "", false
+	}
+	return app, string(b), true
+}
+
+// reply reads a script's array reply.
+type reply []any
+
+func (r reply) str(i int) string {
+	if i >= len(r) {
+		return ""
+	}
+	s, _ := r[i].(string)
+	return s
+}
+
+func (r reply) int(i int) int64 {
+	if i >= len(r) {
+		return 0
+	}
+	n, _ := r[i].(int64)
+	return n
+}
