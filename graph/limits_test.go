@@ -1,0 +1,287 @@
+package graph_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/twofactor/service/graph"
+	"github.com/twofactor/service/internal/app"
+	"github.com/twofactor/service/internal/apptest"
+	"github.com/twofactor/service/internal/testenv"
+	"github.com/twofactor/service/models"
+)
+
+// nestedType is an introspection query of the given depth: __type, then
+// ofType depth-2 times, then name.
+func nestedType(depth int) string {
+	return `{ __type(name: "User") { ` + strings.Repeat("ofType { ", depth-2) + "name" + strings.Repeat(" }", depth-2) + " } }"
+}
+
+func TestDepthLimit(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	admin := s.Admin(t, testenv.Company(t))
+	// The deepest fragment: 5 levels of ofType, spread 7 levels down.
+	fragment := `fragment Deep on __Type { ofType { ofType { ofType { ofType { ofType { name } } } } } }`
+	viaFragment := `{ __type(name: "User") { ofType { ofType { ofType { ofType { ofType { ofType { ...Deep } } } } } } } } ` + fragment
+	inline := `{ __type(name: "User") { ofType { ofType { ofType { ofType { ofType { ofType { ... on __Type { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } } }`
+
+	cases := []struct {
+		name, query string
+		ok          bool
+	}{
+		{"schema depth", `{ auditLog { edges { node { actor { id } } } } }`, true},
+		{"at the limit", nestedType(12), true},
+		{"one over", nestedType(13), false},
+		{"far over", nestedType(200), false},
+		{"through a fragment", viaFragment, false},
+		{"through an inline fragment", inline, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := admin.Do(t, tc.query, nil)
+			if tc.ok {
+				if r.Status != http.StatusOK || len(r.Errors) > 0 {
+					t.Fatalf("status %d errors %+v", r.Status, r.Errors)
+				}
+				return
+			}
+			if len(r.Errors) != 1 || r.Errors[0].Code() != "DEPTH_LIMIT_EXCEEDED" || !strings.Contains(r.Errors[0].Message, "12") {
+				t.Fatalf("status %d errors %+v, want one DEPTH_LIMIT_EXCEEDED naming the limit", r.Status, r.Errors)
+			}
+			if len(r.Data) != 0 && string(r.Data) != "null" {
+				t.Errorf("data = %s, want none", r.Data)
+			}
+		})
+	}
+}
+
+func TestComplexityLimit(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	co := testenv.Company(t)
+	admin := s.Admin(t, co)
+	heavyAudit := `auditLog(first: 100) { edges { cursor node { ` + eventFields + ` } } ` + pageInfoFields + ` }`
+	heavyUsers := `users(first: 100) { edges { cursor node { ` + userFields + ` } } ` + pageInfoFields + ` }`
+	aliases := func(n int, field string) string {
+		var b strings.Builder
+		b.WriteString("{ ")
+		for i := range n {
+			fmt.Fprintf(&b, "a%d: %s ", i, field)
+		}
+		b.WriteString("}")
+		return b.String()
+	}
+
+	cases := []struct {
+		name, query string
+		ok          bool
+	}{
+		{"one heavy audit page", "{ " + heavyAudit + " }", true},
+		{"one heavy users page", "{ " + heavyUsers + " }", true},
+		{"default audit pages", aliases(10, `auditLog { edges { node { id } } }`), true},
+		{"heavy audit pages by alias", aliases(3, heavyAudit), false},
+		{"many heavy audit pages by alias", aliases(50, heavyAudit), false},
+		{"heavy users pages by alias", aliases(4, heavyUsers), false},
+		{"huge first", `{ auditLog(first: 1000000) { edges { node { id } } } }`, false},
+		{"huge last", `{ auditLog(last: 1000000) { edges { node { id } } } }`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := admin.Do(t, tc.query, nil)
+			if tc.ok {
+				if r.Status != http.StatusOK || len(r.Errors) > 0 {
+					t.Fatalf("status %d errors %+v", r.Status, r.Errors)
+				}
+				return
+			}
+			if len(r.Errors) != 1 || r.Errors[0].Code() != "COMPLEXITY_LIMIT_EXCEEDED" || !strings.Contains(r.Errors[0].Message, "5000") {
+				t.Fatalf("status %d errors %+v, want one COMPLEXITY_LIMIT_EXCEEDED naming the limit", r.Status, r.Errors)
+			}
+			if len(r.Data) != 0 && string(r.Data) != "null" {
+				t.Errorf("data = %s, want none", r.Data)
+			}
+		})
+	}
+
+	// A refused operation runs nothing, mutations included.
+	low := apptest.Start(t, func(o *app.Options) { o.Limits = graph.Limits{MaxComplexity: 40, MaxDepth: 12} })
+	lowAdmin := low.Admin(t, co)
+	var b strings.Builder
+	b.WriteString("mutation { ")
+	for i := range 5 {
+		fmt.Fprintf(&b, `c%d: createUser(input: {id: "c%d"}) { user { `+userFields+` } userErrors { field code message } } `, i, i)
+	}
+	b.WriteString("}")
+	r := lowAdmin.Do(t, b.String(), nil)
+	if len(r.Errors) != 1 || r.Errors[0].Code() != "COMPLEXITY_LIMIT_EXCEEDED" {
+		t.Fatalf("5 createUser under a limit of 40: %+v", r.Errors)
+	}
+	for _, m := range []any{&models.User{}, &models.AuditEvent{}} {
+		var n int64
+		if err := low.Backends.DB.Model(m).Where("company_id = ?", co).Count(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("a refused operation wrote %d %T rows", n, m)
+		}
+	}
+}
+
+// body posts raw bytes to /query as admin of a fresh company.
+func postBody(t *testing.T, s *apptest.Server, contentType string, body io.Reader) httpResult {
+	t.Helper()
+	return send(t, http.MethodPost, s.URL+"/query", map[string]string{
+		"Content-Type":  contentType,
+		"Authorization": "Bearer " + s.Admin(t, testenv.Company(t)).Token,
+	}, body)
+}
+
+// onlyReader hides the length of a reader, so the client sends the body
+// chunked and the server cannot refuse it by Content-Length.
+type onlyReader struct{ io.Reader }
+
+func TestBodyLimit(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	const limit = 64 << 10
+	sized := func(n int) []byte {
+		b := []byte(`{"query":"{ me { id } }"}`)
+		return append(b, bytes.Repeat([]byte(" "), n-len(b))...) // JSON allows trailing spaces
+	}
+
+	cases := []struct {
+		name    string
+		body    io.Reader
+		tooLong bool
+	}{
+		{"at the limit", bytes.NewReader(sized(limit)), false},
+		{"one byte over", bytes.NewReader(sized(limit + 1)), true},
+		{"a megabyte", bytes.NewReader(sized(1 << 20)), true},
+		{"chunked at the limit", onlyReader{bytes.NewReader(sized(limit))}, false},
+		{"chunked one byte over", onlyReader{bytes.NewReader(sized(limit + 1))}, true},
+		{"chunked megabyte", onlyReader{bytes.NewReader(sized(1 << 20))}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := postBody(t, s, "application/json", tc.body)
+			r := h.gql(t)
+			if !tc.tooLong {
+				if r.Status != http.StatusOK || len(r.Errors) > 0 || string(r.Data) != `{"me":null}` {
+					t.Fatalf("status %d body %.200s", h.Status, h.Body)
+				}
+				return
+			}
+			if r.Status != http.StatusRequestEntityTooLarge || len(r.Errors) != 1 || r.Errors[0].Code() != "REQUEST_TOO_LARGE" || r.Errors[0].Message == "" {
+				t.Fatalf("status %d body %.200s, want 413 REQUEST_TOO_LARGE", h.Status, h.Body)
+			}
+		})
+	}
+
+	// A large body is refused before authentication.
+	h := send(t, http.MethodPost, s.URL+"/query", map[string]string{"Content-Type": "application/json"},
+		bytes.NewReader(sized(limit+1)))
+	if h.Status != http.StatusRequestEntityTooLarge {
+		t.Errorf("unauthenticated large body: status %d", h.Status)
+	}
+}
+
+func TestMalformedRequests(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	cases := []struct {
+		name, contentType, body string
+	}{
+		{"not JSON", "application/json", "this is not json"},
+		{"truncated JSON", "application/json", `{"query":"{ me { id } }"`},
+		{"empty body", "application/json", ""},
+		{"JSON array", "application/json", `[1,2,3]`},
+		{"query not a string", "application/json", `{"query": 5}`},
+		{"variables not an object", "application/json", `{"query":"{ me { id } }","variables":"x"}`},
+		{"binary", "application/json", "\x00\xff\xfe\x01"},
+		{"text/plain", "text/plain", `{"query":"{ me { id } }"}`},
+		{"no content type", "", `{"query":"{ me { id } }"}`},
+		{"empty query", "application/json", `{"query":""}`},
+		{"GraphQL syntax error", "application/json", `{"query":"{ me { id "}`},
+		{"unknown field", "application/json", `{"query":"{ nope }"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := postBody(t, s, tc.contentType, strings.NewReader(tc.body))
+			if h.Status < 400 || h.Status >= 500 {
+				t.Errorf("status %d, want a 4xx; body %.300s", h.Status, h.Body)
+			}
+			r := h.gql(t)
+			if len(r.Errors) == 0 || r.Errors[0].Message == "" {
+				t.Errorf("no error message: %s", h.Body)
+			}
+			if len(r.Data) != 0 && string(r.Data) != "null" {
+				t.Errorf("data = %s", r.Data)
+			}
+		})
+	}
+	// The server is still up and answering.
+	if h := postBody(t, s, "application/json", strings.NewReader(`{"query":"{ me { id } }"}`)); h.Status != http.StatusOK {
+		t.Errorf("after malformed requests: %d %s", h.Status, h.Body)
+	}
+	// Mutations are not allowed over GET.
+	admin := s.Admin(t, testenv.Company(t))
+	h := send(t, http.MethodGet, s.URL+`/query?query=mutation{createUser(input:{id:"g"}){user{id}}}`,
+		map[string]string{"Authorization": "Bearer " + admin.Token}, nil)
+	if r := h.gql(t); len(r.Errors) == 0 {
+		t.Errorf("mutation over GET: %d %s", h.Status, h.Body)
+	}
+	if got := listUsers(t, admin, nil); len(got.Edges) != 0 {
+		t.Errorf("mutation over GET created %v", got.ids())
+	}
+}
+
+func TestOperationalEndpoints(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	co := testenv.Company(t)
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		h := send(t, http.MethodGet, s.URL+path, nil, nil)
+		var body struct{ Status string }
+		if h.Status != http.StatusOK || json.Unmarshal(h.Body, &body) != nil || body.Status != "ok" {
+			t.Errorf("GET %s = %d %s", path, h.Status, h.Body)
+		}
+	}
+	if h := send(t, http.MethodGet, s.URL+"/", nil, nil); h.Status != http.StatusOK || !strings.Contains(string(h.Body), "/query") {
+		t.Errorf("playground: %d", h.Status)
+	}
+
+	// One success, one FORBIDDEN, one NOT_FOUND, one 401.
+	getSettings(t, s.Admin(t, co))
+	wantCode(t, s.Service(t, co).Do(t, qSettings, nil), "FORBIDDEN")
+	wantCode(t, s.Admin(t, co).Do(t, qUser, map[string]any{"id": "nobody"}), "NOT_FOUND")
+	postQuery(t, s, "")
+
+	h := send(t, http.MethodGet, s.URL+"/metrics", nil, nil)
+	if h.Status != http.StatusOK {
+		t.Fatalf("GET /metrics = %d", h.Status)
+	}
+	text := string(h.Body)
+	for _, re := range []string{
+		`(?m)^twofactor_http_requests_total\{method="POST",route="/query",status="200"\} [1-9]`,
+		`(?m)^twofactor_http_requests_total\{method="POST",route="/query",status="401"\} 1$`,
+		`(?m)^twofactor_http_requests_total\{method="GET",route="/healthz",status="200"\} 1$`,
+		`(?m)^twofactor_graphql_errors_total\{code="FORBIDDEN"\} 1$`,
+		`(?m)^twofactor_graphql_errors_total\{code="NOT_FOUND"\} 1$`,
+		`(?m)^twofactor_http_request_duration_seconds_count\{route="/query"\} [1-9]`,
+	} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("/metrics has no line matching %s", re)
+		}
+	}
+	if strings.Contains(text, s.Admin(t, co).Token[:20]) {
+		t.Error("/metrics shows a token")
+	}
+}
