@@ -69,7 +69,7 @@ func New(o Options) (*App, error) {
 	if o.Limits == (graph.Limits{}) {
 		o.Limits = graph.DefaultLimits
 	}
-	a := &App{Audit: audit.NewLog(o.DB), Metrics: metrics.New()}
+	a := &App{Audit: audit.NewLog(o.DB, nil, o.Logger), Metrics: metrics.New()}
 	a.Settings = settings.NewService(o.DB, a.Audit)
 	a.Users = users.NewService(o.DB, a.Audit, a.Settings)
 	if o.Issuer == "" {

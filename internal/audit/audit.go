@@ -7,11 +7,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/store"
 	"github.com/twofactor/service/models"
 )
 
@@ -57,17 +59,54 @@ type Change struct {
 // ActorOf snapshots the caller making a change.
 func ActorOf(c auth.Caller) Party { return Party{ID: c.UserID, Name: c.Name, Role: c.Role} }
 
-// Log writes and reads audit rows.
-type Log struct {
-	db *gorm.DB
+// Notifier tells live subscribers, on every instance, that a company's log
+// grew. It is called only after the row's transaction has committed.
+type Notifier interface {
+	Notify(ctx context.Context, company string, id int64) error
 }
 
-// NewLog returns a log backed by db.
-func NewLog(db *gorm.DB) *Log { return &Log{db: db} }
+// Log writes and reads audit rows.
+type Log struct {
+	db       *gorm.DB
+	notifier Notifier
+	logger   *slog.Logger
+}
+
+// NewLog returns a log backed by db. notifier may be nil.
+func NewLog(db *gorm.DB, notifier Notifier, logger *slog.Logger) *Log {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Log{db: db, notifier: notifier, logger: logger}
+}
+
+// Announce tells subscribers about committed events. A lost notice delays
+// live delivery but loses nothing: subscribers catch up from the table.
+func (l *Log) Announce(ctx context.Context, events ...*Event) {
+	if l.notifier == nil {
+		return
+	}
+	for _, e := range events {
+		if e == nil || e.ID == 0 {
+			continue
+		}
+		if err := l.notifier.Notify(ctx, e.Company, e.ID); err != nil {
+			l.logger.WarnContext(ctx, "announce audit event", "company", e.Company, "id", e.ID, "err", err)
+		}
+	}
+}
 
 // Write appends e inside tx, the transaction of the change it describes,
-// and fills in its id and time.
+// and fills in its id and time. Call Announce once tx has committed.
 func (l *Log) Write(tx *gorm.DB, e *Event) error {
+	if store.IsPostgres(tx) {
+		// Serialise a company's audit writers until commit, so its ids
+		// commit in order and a reader that has seen id N has seen every
+		// smaller id: live subscribers then never skip a row.
+		if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtext(?))", "audit:"+e.Company).Error; err != nil {
+			return fmt.Errorf("write audit event: %w", err)
+		}
+	}
 	row := models.AuditEvent{
 		CompanyID: e.Company,
 		Action:    string(e.Action),
@@ -94,7 +133,7 @@ func (l *Log) Write(tx *gorm.DB, e *Event) error {
 // Record appends e in a transaction of its own, after apply (which may be
 // nil) succeeds; an error from either leaves no row.
 func (l *Log) Record(ctx context.Context, e *Event, apply func() error) error {
-	return l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if apply != nil {
 			if err := apply(); err != nil {
 				return err
@@ -102,6 +141,11 @@ func (l *Log) Record(ctx context.Context, e *Event, apply func() error) error {
 		}
 		return l.Write(tx, e)
 	})
+	if err != nil {
+		return err
+	}
+	l.Announce(ctx, e)
+	return nil
 }
 
 // Details encodes v for Event.Details.

@@ -48,9 +48,11 @@ type Settings struct {
 	UpdatedAt      time.Time
 }
 
-// AuditWriter appends an audit row inside the caller's transaction.
+// AuditWriter appends an audit row inside the caller's transaction and
+// announces it once that transaction has committed.
 type AuditWriter interface {
 	Write(tx *gorm.DB, e *audit.Event) error
+	Announce(ctx context.Context, events ...*audit.Event)
 }
 
 // Service reads and changes settings.
@@ -183,7 +185,10 @@ func (s *Service) UpdateDefaults(ctx context.Context, c auth.Caller, u DefaultsU
 // audit row in one transaction. An edit that changes nothing writes
 // nothing.
 func (s *Service) update(ctx context.Context, c auth.Caller, action audit.Action, edit func(*models.CompanySettings) audit.Change) (Settings, error) {
-	var row models.CompanySettings
+	var (
+		row   models.CompanySettings
+		event *audit.Event
+	)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var err error
 		if row, err = load(tx, c.Company, true); err != nil {
@@ -196,16 +201,18 @@ func (s *Service) update(ctx context.Context, c auth.Caller, action audit.Action
 		if err := tx.Save(&row).Error; err != nil {
 			return err
 		}
-		return s.audit.Write(tx, &audit.Event{
+		event = &audit.Event{
 			Company: c.Company,
 			Action:  action,
 			Actor:   audit.ActorOf(c),
 			Details: audit.Details(ch),
-		})
+		}
+		return s.audit.Write(tx, event)
 	})
 	if err != nil {
 		return Settings{}, fmt.Errorf("update settings: %w", err)
 	}
+	s.audit.Announce(ctx, event)
 	return fromRow(row), nil
 }
 

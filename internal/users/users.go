@@ -58,9 +58,11 @@ func (u User) TwoFactor(app App) bool {
 	return u.TwoFactorWeb
 }
 
-// AuditWriter appends an audit row inside the caller's transaction.
+// AuditWriter appends an audit row inside the caller's transaction and
+// announces it once that transaction has committed.
 type AuditWriter interface {
 	Write(tx *gorm.DB, e *audit.Event) error
+	Announce(ctx context.Context, events ...*audit.Event)
 }
 
 // Defaults gives a company's settings, for the switches of new users.
@@ -120,6 +122,14 @@ func (s *Service) Create(ctx context.Context, c auth.Caller, n NewUser) (User, e
 		TwoFactorWeb:     defaults.DefaultWeb,
 		TwoFactorManager: defaults.DefaultManager,
 	}
+	u := fromRow(row)
+	event := &audit.Event{
+		Company: c.Company,
+		Action:  audit.UserCreated,
+		Actor:   audit.ActorOf(c),
+		Target:  target(u),
+		Details: audit.Details(audit.Change{Before: map[string]any{}, After: snapshot(u)}),
+	}
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
 		if res.Error != nil {
@@ -128,18 +138,12 @@ func (s *Service) Create(ctx context.Context, c auth.Caller, n NewUser) (User, e
 		if res.RowsAffected == 0 {
 			return ErrAlreadyExists
 		}
-		u := fromRow(row)
-		return s.audit.Write(tx, &audit.Event{
-			Company: c.Company,
-			Action:  audit.UserCreated,
-			Actor:   audit.ActorOf(c),
-			Target:  target(u),
-			Details: audit.Details(audit.Change{Before: map[string]any{}, After: snapshot(u)}),
-		})
+		return s.audit.Write(tx, event)
 	})
 	if err != nil {
 		return User{}, fmt.Errorf("create user %q: %w", n.ID, err)
 	}
+	s.audit.Announce(ctx, event)
 	return fromRow(row), nil
 }
 
@@ -248,7 +252,10 @@ func (s *Service) SetTwoFactor(ctx context.Context, c auth.Caller, id string, ap
 		v.Add(validation.CodeInvalidValue, "unknown app", "app")
 		return User{}, fmt.Errorf("set two-factor: %w", v)
 	}
-	var row models.User
+	var (
+		row   models.User
+		event *audit.Event
+	)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
 			Where("company_id = ? AND id = ?", c.Company, id).Take(&row).Error
@@ -274,7 +281,7 @@ func (s *Service) SetTwoFactor(ctx context.Context, c auth.Caller, id string, ap
 		if enabled {
 			action = audit.UserTwoFactorEnabled
 		}
-		return s.audit.Write(tx, &audit.Event{
+		event = &audit.Event{
 			Company: c.Company,
 			Action:  action,
 			Actor:   audit.ActorOf(c),
@@ -284,11 +291,13 @@ func (s *Service) SetTwoFactor(ctx context.Context, c auth.Caller, id string, ap
 				Before: map[string]any{"enabled": before},
 				After:  map[string]any{"enabled": enabled},
 			}),
-		})
+		}
+		return s.audit.Write(tx, event)
 	})
 	if err != nil {
 		return User{}, fmt.Errorf("set two-factor for %q: %w", id, err)
 	}
+	s.audit.Announce(ctx, event)
 	return fromRow(row), nil
 }
 
