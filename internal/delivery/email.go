@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/wneessen/go-mail"
 )
@@ -72,10 +73,21 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 		msg.AddAlternativeString(mail.TypeTextHTML, m.HTML)
 	}
 	opts := []mail.Option{mail.WithPort(s.port)}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
 	if s.tlsConfig != nil {
-		opts = append(opts, mail.WithTLSConfig(s.tlsConfig))
-	} else {
-		opts = append(opts, mail.WithTLSConfig(&tls.Config{ServerName: s.host, MinVersion: tls.VersionTLS12}))
+		tlsConfig = s.tlsConfig.Clone()
+	}
+	if tlsConfig.ServerName == "" {
+		// STARTTLS hands the config to tls.Client as is, which refuses to
+		// verify a certificate without a name to check it against.
+		tlsConfig.ServerName = s.host
+	}
+	opts = append(opts, mail.WithTLSConfig(tlsConfig))
+	if deadline, ok := ctx.Deadline(); ok {
+		// go-mail applies ctx to the dial only; each later command is bound
+		// by its own timeout (15s by default). Clamp that to what is left,
+		// so a server that stops answering cannot outlast the caller.
+		opts = append(opts, mail.WithTimeout(max(time.Until(deadline), time.Millisecond)))
 	}
 	if s.implicit {
 		opts = append(opts, mail.WithSSL())
