@@ -224,8 +224,10 @@ func (s *Service) List(ctx context.Context, c auth.Caller, r ListRequest) (ListP
 		q = q.Where("id > ?", after)
 	}
 	if r.Query != "" {
-		like := "%" + escapeLike(strings.ToLower(r.Query)) + "%"
-		q = q.Where(`(LOWER(id) LIKE ? ESCAPE '\' OR LOWER(email) LIKE ? ESCAPE '\' OR LOWER(display_name) LIKE ? ESCAPE '\')`, like, like, like)
+		// Both sides go through the database's LOWER: SQLite's folds ASCII
+		// only, and a Go-lowered query would then miss "Ä" even in its own case.
+		like := "%" + escapeLike(r.Query) + "%"
+		q = q.Where(`(LOWER(id) LIKE LOWER(?) ESCAPE '\' OR LOWER(email) LIKE LOWER(?) ESCAPE '\' OR LOWER(display_name) LIKE LOWER(?) ESCAPE '\')`, like, like, like)
 	}
 	var rows []models.User
 	if err := q.Order("id ASC").Limit(size + 1).Find(&rows).Error; err != nil {

@@ -347,3 +347,32 @@ func TestListQueryEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestListQueryNonASCII: a query matches names outside ASCII, at least in
+// the case they are stored in, on every database.
+func TestListQueryNonASCII(t *testing.T) {
+	e := newEnv(t)
+	for _, n := range []users.NewUser{{ID: "u1", DisplayName: "Ärzte Ölmann"}, {ID: "u2", DisplayName: "Zoë Ångström"}, {ID: "u3", DisplayName: "Plain"}} {
+		if _, err := e.svc.Create(context.Background(), e.admin, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := map[string]string{"Ärzte": "[u1]", "Ölmann": "[u1]", "Ångström": "[u2]", "zoë": "[u2]", "ZOë": "[u2]"}
+	if testenv.Real() {
+		// PostgreSQL folds case beyond ASCII; SQLite's LOWER does not.
+		cases["ärzte ö"], cases["ölmann"], cases["ZOË"] = "[u1]", "[u1]", "[u2]"
+	}
+	for query, want := range cases {
+		p, err := e.svc.List(context.Background(), e.admin, users.ListRequest{Query: query})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, u := range p.Users {
+			got = append(got, u.ID)
+		}
+		if fmt.Sprint(got) != want {
+			t.Errorf("List(%q) = %v, want %s", query, got, want)
+		}
+	}
+}
