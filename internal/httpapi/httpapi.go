@@ -75,13 +75,18 @@ func New(cfg Config) http.Handler {
 		_, _ = w.Write(cfg.JWKS)
 	})
 
-	c := cors.New(cors.Options{
+	corsOpts := cors.Options{
 		AllowedOrigins:   cfg.AllowedOrigins,
 		AllowedMethods:   []string{http.MethodGet, http.MethodPost},
 		AllowedHeaders:   []string{"Authorization", "Content-Type"},
 		AllowCredentials: false,
 		MaxAge:           600,
-	})
+	}
+	if len(cfg.AllowedOrigins) == 0 {
+		// rs/cors reads an empty list as "any origin"; here it means none.
+		corsOpts.AllowOriginFunc = func(string) bool { return false }
+	}
+	c := cors.New(corsOpts)
 	r.With(c.Handler, cfg.limitBody, cfg.authenticate).Handle("/query", cfg.GraphQL)
 	return r
 }
