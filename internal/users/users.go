@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -209,7 +210,7 @@ func (s *Service) List(ctx context.Context, c auth.Caller, r ListRequest) (ListP
 			v.Add(validation.CodeInvalidValue, fmt.Sprintf("must be between 0 and %d", MaxPageSize), "first")
 		}
 	}
-	if len(r.Query) > validation.MaxNameLen {
+	if utf8.RuneCountInString(r.Query) > validation.MaxNameLen { // characters, as for names
 		v.Add(validation.CodeTooLong, fmt.Sprintf("must be at most %d characters", validation.MaxNameLen), "query")
 	}
 	if err := v.Err(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -374,5 +375,24 @@ func TestListQueryNonASCII(t *testing.T) {
 		if fmt.Sprint(got) != want {
 			t.Errorf("List(%q) = %v, want %s", query, got, want)
 		}
+	}
+}
+
+// TestListQueryLength: the query is bounded in characters like the names
+// it searches, so a full-length display name can be searched for.
+func TestListQueryLength(t *testing.T) {
+	e := newEnv(t)
+	name := strings.Repeat("ж", validation.MaxNameLen)
+	if _, err := e.svc.Create(context.Background(), e.admin, users.NewUser{ID: "u1", DisplayName: name}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.svc.List(context.Background(), e.admin, users.ListRequest{Query: name})
+	if err != nil || len(p.Users) != 1 {
+		t.Fatalf("List(200 characters) = %+v, %v", p.Users, err)
+	}
+	_, err = e.svc.List(context.Background(), e.admin, users.ListRequest{Query: name + "ж"})
+	var verr validation.Errors
+	if !errors.As(err, &verr) || verr[0].Code != validation.CodeTooLong {
+		t.Errorf("List(201 characters): %v, want TOO_LONG", err)
 	}
 }
