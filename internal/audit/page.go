@@ -75,9 +75,10 @@ func (l *Log) List(ctx context.Context, c auth.Caller, req PageRequest) (Page, e
 	if req.First != nil && req.Last != nil {
 		verr.Add(validation.CodeInvalidValue, "give first or last, not both", "last")
 	}
-	for name, n := range map[string]*int{"first": req.First, "last": req.Last} {
+	// A slice, not a map, so the errors come in a stable order.
+	for i, n := range []*int{req.First, req.Last} {
 		if n != nil && (*n < 0 || *n > MaxPageSize) {
-			verr.Add(validation.CodeInvalidValue, fmt.Sprintf("must be between 0 and %d", MaxPageSize), name)
+			verr.Add(validation.CodeInvalidValue, fmt.Sprintf("must be between 0 and %d", MaxPageSize), []string{"first", "last"}[i])
 		}
 	}
 	if err := verr.Err(); err != nil {

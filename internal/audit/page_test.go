@@ -15,6 +15,7 @@ import (
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/cursor"
 	"github.com/twofactor/service/internal/testenv"
+	"github.com/twofactor/service/internal/validation"
 	"github.com/twofactor/service/models"
 )
 
@@ -458,8 +459,7 @@ func TestListArguments(t *testing.T) {
 				t.Errorf("err = %v, want %v", err, tc.want)
 			}
 			if tc.want == nil {
-				var verr interface{ Err() error }
-				if !errors.As(err, &verr) {
+				if !errors.As(err, new(validation.Errors)) {
 					t.Errorf("err = %v (%T), want validation errors", err, err)
 				}
 			}
@@ -467,5 +467,27 @@ func TestListArguments(t *testing.T) {
 	}
 	if id, err := audit.ParseCursor(audit.Cursor(audit.Event{ID: 42})); err != nil || id != 42 {
 		t.Errorf("cursor round trip = %d, %v", id, err)
+	}
+}
+
+// TestListArgumentErrorsOrder: every problem is reported, in a stable order.
+func TestListArgumentErrorsOrder(t *testing.T) {
+	b := testenv.Open(t)
+	log := audit.NewLog(b.DB, nil, nil)
+	admin := auth.Caller{UserID: "a", Company: testenv.Company(t), Role: auth.RoleAdmin}
+	big, neg := audit.MaxPageSize+1, -1
+	for range 20 {
+		_, err := log.List(context.Background(), admin, audit.PageRequest{First: &big, Last: &neg})
+		var verr validation.Errors
+		if !errors.As(err, &verr) {
+			t.Fatalf("err = %v, want validation errors", err)
+		}
+		var fields []string
+		for _, fe := range verr {
+			fields = append(fields, fe.Field...)
+		}
+		if want := []string{"last", "first", "last"}; !slices.Equal(fields, want) {
+			t.Fatalf("fields = %v, want %v", fields, want)
+		}
 	}
 }
