@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/twofactor/service/internal/apptest"
+	"github.com/twofactor/service/internal/assertion"
 	"github.com/twofactor/service/internal/testenv"
 )
 
@@ -52,8 +53,15 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("DATABASE_URL without AUTH_JWT_SECRET: the message should name it; output:\n%s", out)
 	}
 	if !embedded {
+		// Everything production mode requires, the same as every instance
+		// would get; codes are never sent in this test.
+		keyFile := filepath.Join(t.TempDir(), "assertion.pem")
+		if _, err := assertion.LoadOrCreateKey(keyFile); err != nil {
+			t.Fatal(err)
+		}
 		env = append(env, backends...)
-		env = append(env, "AUTH_JWT_SECRET="+randomHex(t, 32))
+		env = append(env, "AUTH_JWT_SECRET="+randomHex(t, 32), "CODE_HMAC_KEY="+randomHex(t, 32),
+			"ASSERTION_PRIVATE_KEY_FILE="+keyFile, "DEV_LOG_DELIVERY=true")
 	}
 
 	p := startBinary(t, bin, dir, env)
@@ -282,15 +290,13 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// cleanEnv is the test's environment without the service's own variables,
-// plus extra.
+// cleanEnv is a minimal environment plus extra, so no configuration of
+// the machine running the tests reaches the binary.
 func cleanEnv(extra ...string) []string {
 	var env []string
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "LISTEN_ADDR", "DATABASE_URL", "REDIS_URL", "DATA_DIR", "AUTH_JWT_SECRET", "ALLOWED_ORIGINS", "LOG_LEVEL":
-		default:
-			env = append(env, kv)
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GOCOVERDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
 		}
 	}
 	return append(env, extra...)
