@@ -295,11 +295,13 @@ func (s *Service) Issue(ctx context.Context, c auth.Caller, r IssueRequest) (Cha
 		AvailableChannels: available(mode, rep.str(5) == "1"),
 		Status:            Pending,
 	}
-	to := u.Phone
-	ch.Destination = maskPhone(u.Phone)
+	// Mask only the address in use: a user without a phone gets email, and
+	// masking an empty phone would panic.
+	to, dest := u.Phone, maskPhone0
 	if ch.Channel == Email {
-		to, ch.Destination = u.Email, maskEmail(u.Email)
+		to, dest = u.Email, maskEmail0
 	}
+	ch.Destination = dest(to)
 	if refusal := s.deliver(ctx, c.Company, k, ch, to, code); refusal != nil {
 		refusal.Available = available(mode, true)
 		return Challenge{}, refusal
@@ -443,7 +445,7 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (Challenge,
 	k := keysFor(c.Company, userID)
 	pipe := s.Redis.Pipeline()
 	chCmd := pipe.HMGet(ctx, k.challenge(id), "st", "ch", "dest", "mode", "exp")
-	loginCmd := pipe.HMGet(ctx, k.login(app), "cur", "failures", "email", "last", "start")
+	loginCmd := pipe.HMGet(ctx, k.login(app), "cur", "failures", "email", "last", "start", "curexp")
 	lockCmd := pipe.Get(ctx, k.lock(app))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Challenge{}, fmt.Errorf("get challenge: %w: %v", ErrUnavailable, err)
@@ -463,7 +465,8 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (Challenge,
 		Destination:       str(f[2]),
 		ExpiresAt:         time.UnixMilli(num(f[4])).UTC(),
 		AttemptsRemaining: s.cfg.MaxFailedAttempts - int(num(l[1])),
-		AvailableChannels: available(mode, str(l[2]) == "1"),
+		// A current code that expired unused opens email too (issue.lua).
+		AvailableChannels: available(mode, str(l[2]) == "1" || (str(l[0]) != "" && now.UnixMilli() >= num(l[5]))),
 	}
 	current := str(l[0]) == id && now.Sub(time.UnixMilli(num(l[4]))) < s.cfg.LoginWindow
 	if ch.Status == Pending && (!current || !now.Before(ch.ExpiresAt)) {
@@ -476,6 +479,10 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (Challenge,
 	}
 	if until, err := lockCmd.Int64(); err == nil && until > now.UnixMilli() {
 		ch.Status, ch.AttemptsRemaining = Locked, 0
+	} else if ch.Status == Locked {
+		// The code that locked was wrong; once the lock is over it is just
+		// a rejected code, not a lock with no end (verify.lua agrees).
+		ch.Status = Rejected
 	}
 	return ch, nil
 }

@@ -24,8 +24,14 @@ if start == 0 or now - start >= window then
   redis.call('HSET', KEYS[1], 'start', now, 'failures', 0, 'email', 0, 'last', 0)
   start = now
 end
-local login = redis.call('HMGET', KEYS[1], 'last', 'failures', 'email')
+local login = redis.call('HMGET', KEYS[1], 'last', 'failures', 'email', 'cur', 'curexp')
 local last, failures, emailOK = tonumber(login[1]), tonumber(login[2]), login[3] == '1'
+-- A code that expired unused is an unsuccessful attempt too (the SMS may
+-- never have arrived): it opens email, like a verify that finds it expired.
+if not emailOK and login[4] and now >= tonumber(login[5] or '0') then
+  emailOK = true
+  redis.call('HSET', KEYS[1], 'email', 1)
+end
 
 if last > 0 and now - last < cooldown then
   return {'RESEND_TOO_SOON', last + cooldown - now}
@@ -56,7 +62,7 @@ local expires = now + ttl
 redis.call('HSET', KEYS[4], 'st', 'PENDING', 'h', ARGV[3], 'ch', channel,
   'dest', dest, 'mode', mode, 'exp', expires, 'iss', now)
 redis.call('PEXPIRE', KEYS[4], window + ttl)
-redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'last', now)
+redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'curexp', expires, 'last', now)
 redis.call('PEXPIRE', KEYS[1], start + window - now + ttl)
 redis.call('ZADD', KEYS[3], now, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], window)

@@ -18,6 +18,8 @@ if status == 'APPROVED' then return {'ALREADY_USED'} end
 
 local login = redis.call('HMGET', KEYS[2], 'cur', 'failures', 'start')
 local failures = tonumber(login[2] or '0')
+-- A challenge that locked, once the lock is over, is just a rejected code.
+if status == 'LOCKED' then status = 'REJECTED' end
 if status ~= 'PENDING' then return {status, maxFailures - failures} end
 
 -- A newer code voids this one, and so does the end of its login.
