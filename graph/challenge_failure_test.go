@@ -1,0 +1,462 @@
+package graph_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twofactor/service/internal/app"
+	"github.com/twofactor/service/internal/apptest"
+	"github.com/twofactor/service/internal/store"
+)
+
+// postGQL is Client.Do for goroutines other than the test's: it returns
+// errors instead of failing the test.
+func postGQL(ctx context.Context, c *apptest.Client, query string, vars map[string]any) (apptest.Response, error) {
+	body, err := json.Marshal(map[string]any{"query": query, "variables": vars})
+	if err != nil {
+		return apptest.Response{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(body))
+	if err != nil {
+		return apptest.Response{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return apptest.Response{}, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return apptest.Response{}, err
+	}
+	out := apptest.Response{Status: resp.StatusCode}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return out, fmt.Errorf("status %d: %s", resp.StatusCode, raw)
+	}
+	return out, nil
+}
+
+// parallelVerify sends n verifies at once and returns their payloads.
+func parallelVerify(t *testing.T, c *apptest.Client, id string, codes func(i int) string, n int) []verifyPayload {
+	t.Helper()
+	out := make([]verifyPayload, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			r, err := postGQL(ctxT(t), c, mVerify, map[string]any{"input": map[string]any{"challengeId": id, "code": codes(i)}})
+			if err == nil && len(r.Errors) > 0 {
+				err = fmt.Errorf("GraphQL errors %+v", r.Errors)
+			}
+			if err == nil {
+				var data struct {
+					VerifyChallenge verifyPayload `json:"verifyChallenge"`
+				}
+				err = json.Unmarshal(r.Data, &data)
+				out[i] = data.VerifyChallenge
+			}
+			errs[i] = err
+		})
+	}
+	close(start)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// outcome names a verify result: its status, or its user error.
+func outcome(v verifyPayload) string {
+	if len(v.UserErrors) > 0 {
+		return v.UserErrors[0].Code
+	}
+	return v.status()
+}
+
+// TestChallengeConcurrency: the limits hold under parallel guesses.
+func TestChallengeConcurrency(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	co := newCompany(t, s, "SMS_WITH_EMAIL_BACKUP")
+
+	t.Run("50 wrong codes", func(t *testing.T) {
+		t.Parallel()
+		l := newLogin(t, s, co, "guesser", uniquePhone(), uniqueEmail(), "WEB")
+		ch := l.mustIssue(t, "")
+		code := l.code(t, ch)
+		// 50 distinct wrong codes, none of them right.
+		wrongs := func(i int) string {
+			w := fmt.Sprintf("%06d", i)
+			if w == code {
+				w = fmt.Sprintf("%06d", 999999-i)
+			}
+			return w
+		}
+		got := map[string]int{}
+		var lockedUntil string
+		for _, v := range parallelVerify(t, l.user, ch.ID, wrongs, 50) {
+			got[outcome(v)]++
+			if v.status() == "LOCKED" {
+				if v.LockedUntil == nil || (lockedUntil != "" && *v.LockedUntil != lockedUntil) {
+					t.Errorf("LOCKED with lockedUntil %v, others %s", v.LockedUntil, lockedUntil)
+				} else {
+					lockedUntil = *v.LockedUntil
+				}
+			}
+		}
+		// Exactly 3 counted failures: 2 REJECTED and the one that locked;
+		// every other guess found the lock.
+		if got["REJECTED"] != 2 || got["LOCKED"] != 48 || len(got) != 2 {
+			t.Errorf("outcomes %v, want 2 REJECTED and 48 LOCKED", got)
+		}
+		rows := allEvents(t, l.admin, map[string]any{"actions": []string{"FAILED_ATTEMPTS_LIMIT_REACHED"}, "userId": "guesser"})
+		if len(rows) != 1 {
+			t.Errorf("FAILED_ATTEMPTS_LIMIT_REACHED rows %d, want exactly 1", len(rows))
+		}
+		// Even the right code cannot get through now.
+		wantStatus(t, "right code after the lock", l.verify(t, ch.ID, code), "LOCKED", 0)
+	})
+
+	t.Run("20 right codes", func(t *testing.T) {
+		t.Parallel()
+		l := newLogin(t, s, co, "racer", uniquePhone(), uniqueEmail(), "WEB")
+		ch := l.mustIssue(t, "")
+		code := l.code(t, ch)
+		got := map[string]int{}
+		for _, v := range parallelVerify(t, l.user, ch.ID, func(int) string { return code }, 20) {
+			got[outcome(v)]++
+			if (v.Assertion != nil) != (v.status() == "APPROVED") {
+				t.Errorf("status %s with assertion %v", v.status(), v.Assertion != nil)
+			}
+		}
+		if got["APPROVED"] != 1 || got["ALREADY_USED"] != 19 {
+			t.Errorf("outcomes %v, want 1 APPROVED and 19 ALREADY_USED", got)
+		}
+	})
+}
+
+// syncBuffer is a log sink safe for concurrent handlers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// codeIn finds code as a number of its own in s: not inside a longer run
+// of digits such as a millisecond timestamp.
+func codeIn(code, s string) bool {
+	return regexp.MustCompile(`(^|[^0-9])` + code + `([^0-9]|$)`).MatchString(s)
+}
+
+// TestChallengeSecretsStayOut: after logins that succeed, fail, fail to
+// deliver and lock, no Redis value and no log line holds a code.
+func TestChallengeSecretsStayOut(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	s := apptest.Start(t, func(o *app.Options) {
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	co := newCompany(t, s, "SMS_WITH_EMAIL_BACKUP")
+
+	ok := newLogin(t, s, co, "ok", uniquePhone(), uniqueEmail(), "WEB")
+	ch := ok.mustIssue(t, "")
+	wantStatus(t, "wrong", ok.verify(t, ch.ID, wrong(ok.code(t, ch))), "REJECTED", 2)
+	ch = ok.mustIssue(t, "EMAIL")
+	wantStatus(t, "right", ok.verify(t, ch.ID, ok.code(t, ch)), "APPROVED", 2)
+
+	pending := newLogin(t, s, co, "pending", uniquePhone(), uniqueEmail(), "WEB", "MANAGER")
+	ch = pending.mustIssue(t, "")
+	pending.app = "MANAGER"
+	pending.mustIssue(t, "")
+
+	refused := newLogin(t, s, co, "refused", uniquePhone(), uniqueEmail(), "WEB")
+	s.Outbox.SetFail("sms", true)
+	wantUserError(t, "refused", refused.issue(t, "").UserErrors, "DELIVERY_FAILED")
+	s.Outbox.SetFail("sms", false)
+	refused.mustIssue(t, "EMAIL")
+
+	locked := newLogin(t, s, co, "locked", uniquePhone(), uniqueEmail(), "WEB")
+	for range 3 {
+		ch = locked.mustIssue(t, "")
+		locked.verify(t, ch.ID, wrong(locked.code(t, ch)))
+	}
+	if web, _ := locked.lockedUntil(t); web == nil {
+		t.Fatal("not locked")
+	}
+
+	var codes []string
+	for _, m := range s.Outbox.All() {
+		if c := regexp.MustCompile(`\d{6}`).FindString(m.Text); c != "" {
+			codes = append(codes, c)
+		}
+	}
+	if len(codes) < 8 {
+		t.Fatalf("only %d codes were sent", len(codes))
+	}
+
+	// Every key of the company: the users' keys ({c:<co>:u:<user>}) and
+	// the company's SMS counter ({c:<co>}).
+	ctx := ctxT(t)
+	rdb := s.Backends.Redis
+	var keys []string
+	iter := rdb.Scan(ctx, 0, "2fa:{c:"+co+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]int{}
+	for _, k := range keys {
+		typ, err := rdb.Type(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		types[typ]++
+		var values []string
+		switch typ {
+		case "hash":
+			for f, v := range rdb.HGetAll(ctx, k).Val() {
+				values = append(values, f, v)
+			}
+		case "string":
+			values = append(values, rdb.Get(ctx, k).Val())
+		case "zset":
+			for _, z := range rdb.ZRangeWithScores(ctx, k, 0, -1).Val() {
+				values = append(values, fmt.Sprint(z.Member), fmt.Sprint(int64(z.Score)))
+			}
+		default:
+			t.Errorf("key %s has unexpected type %s", k, typ)
+		}
+		for _, v := range append(values, k) {
+			for _, c := range codes {
+				if codeIn(c, v) {
+					t.Errorf("Redis key %s holds code %s: %q", k, c, v)
+				}
+			}
+		}
+	}
+	// The scan saw the keys it should have: challenges, logins, the lock,
+	// the issue log and the SMS counter.
+	if types["hash"] < 5 || types["zset"] < 4 || types["string"] < 2 {
+		t.Errorf("scanned %d keys by type %v: the pattern missed some", len(keys), types)
+	}
+
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) < 10 || !strings.Contains(logs.String(), "code delivery failed") {
+		t.Fatalf("the log sink got %d lines; the logger tweak did not take", len(lines))
+	}
+	for _, line := range lines {
+		for _, c := range codes {
+			if codeIn(c, line) {
+				t.Errorf("log line holds code %s: %s", c, line)
+			}
+		}
+	}
+}
+
+// tcpProxy forwards connections to a backend until cut.
+type tcpProxy struct {
+	t       *testing.T
+	addr    string
+	backend string
+
+	mu    sync.Mutex
+	l     net.Listener
+	conns map[net.Conn]bool
+}
+
+func newTCPProxy(t *testing.T, backend string) *tcpProxy {
+	t.Helper()
+	p := &tcpProxy{t: t, backend: backend, conns: map[net.Conn]bool{}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = l.Addr().String()
+	p.serve(l)
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *tcpProxy) serve(l net.Listener) {
+	p.mu.Lock()
+	p.l = l
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go p.pipe(c)
+		}
+	}()
+}
+
+func (p *tcpProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l == nil {
+		return false
+	}
+	p.conns[c] = true
+	return true
+}
+
+func (p *tcpProxy) pipe(c net.Conn) {
+	b, err := net.Dial("tcp", p.backend)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	if !p.track(c) || !p.track(b) {
+		_ = c.Close()
+		_ = b.Close()
+		return
+	}
+	go func() { _, _ = io.Copy(b, c); _ = b.Close() }()
+	_, _ = io.Copy(c, b)
+	_ = c.Close()
+}
+
+// cut stops listening and drops every live connection: to the app, Redis
+// is gone.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l != nil {
+		_ = p.l.Close()
+		p.l = nil
+	}
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
+}
+
+// restore listens again on the same address.
+func (p *tcpProxy) restore() {
+	p.t.Helper()
+	l, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatalf("proxy: listen again on %s: %v", p.addr, err)
+	}
+	p.serve(l)
+}
+
+// TestChallengeRedisDown: with Redis unreachable, issue and verify fail
+// closed with UNAVAILABLE, never APPROVED; once Redis is back, the same
+// server works again without help. The machine's Redis is shared, so a
+// proxy between the app and Redis is what goes down.
+func TestChallengeRedisDown(t *testing.T) {
+	t.Parallel()
+	var proxy *tcpProxy
+	s := apptest.Start(t, func(o *app.Options) {
+		orig := o.Redis.Options()
+		proxy = newTCPProxy(t, orig.Addr)
+		client := redis.NewClient(&redis.Options{
+			Addr: proxy.addr, DB: orig.DB, Username: orig.Username, Password: orig.Password, Protocol: orig.Protocol,
+			// One dial per attempt keeps the outage short; what fails
+			// closed is the service, whatever the client's retries.
+			DialerRetries: 1,
+		})
+		t.Cleanup(func() { _ = client.Close() })
+		o.Redis = &store.Redis{Client: client}
+	})
+	co := newCompany(t, s, "SMS_WITH_EMAIL_BACKUP")
+	l := newLogin(t, s, co, "downer", uniquePhone(), uniqueEmail(), "WEB")
+	ch := l.mustIssue(t, "")
+	code := l.code(t, ch)
+	wantStatus(t, "wrong before the outage", l.verify(t, ch.ID, wrong(code)), "REJECTED", 2)
+
+	proxy.cut()
+	for _, tc := range []struct {
+		name  string
+		c     *apptest.Client
+		query string
+		vars  map[string]any
+	}{
+		{"issue", l.user, mIssue, map[string]any{"input": map[string]any{"app": "WEB"}}},
+		{"verify the right code", l.user, mVerify, map[string]any{"input": map[string]any{"challengeId": ch.ID, "code": code}}},
+		{"verify as the service", l.service, mVerify, map[string]any{"input": map[string]any{"challengeId": ch.ID, "code": code}}},
+		{"read", l.user, qChallenge, map[string]any{"id": ch.ID}},
+	} {
+		t.Run("down/"+tc.name, func(t *testing.T) {
+			r := tc.c.Do(t, tc.query, tc.vars)
+			wantCode(t, r, "UNAVAILABLE")
+			if strings.Contains(string(r.Data), "APPROVED") || strings.Contains(string(r.Data), "assertion\":\"") {
+				t.Errorf("approved while Redis was down: %s", r.Data)
+			}
+		})
+	}
+	if got := send(t, http.MethodGet, s.URL+"/readyz", nil, nil); got.Status == http.StatusOK {
+		t.Errorf("/readyz is 200 with Redis down")
+	}
+	if got := send(t, http.MethodGet, s.URL+"/healthz", nil, nil); got.Status != http.StatusOK {
+		t.Errorf("/healthz %d with Redis down: the server itself is up", got.Status)
+	}
+
+	proxy.restore()
+	// The client notices by itself that Redis is back: after a run of
+	// failed dials its pool probes Redis in the background (about once a
+	// second) before it dials for requests again. Wait for that, bounded,
+	// with a verify of a well-formed challenge that does not exist: it
+	// runs the verify script but changes nothing.
+	probe := map[string]any{"input": map[string]any{"challengeId": strings.Repeat("A", 22) + ch.ID[22:], "code": code}}
+	for i := 0; ; i++ {
+		r := l.user.Do(t, mVerify, probe)
+		if len(r.Errors) == 0 {
+			var out map[string]verifyPayload
+			r.Decode(t, &out)
+			wantUserError(t, "probe", out["verifyChallenge"].UserErrors, "NOT_FOUND")
+			break
+		}
+		wantCode(t, r, "UNAVAILABLE")
+		if i == 200 {
+			t.Fatalf("still failing long after Redis came back: %+v", r.Errors)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The outage counted nothing: the code still works, on the same server.
+	got := l.get(t, ch.ID)
+	if got.Status != "PENDING" || got.AttemptsRemaining != 2 {
+		t.Errorf("after the outage: %+v", got)
+	}
+	wantStatus(t, "right code after the outage", l.verify(t, ch.ID, code), "APPROVED", 2)
+	if got := send(t, http.MethodGet, s.URL+"/readyz", nil, nil); got.Status != http.StatusOK {
+		t.Errorf("/readyz %d after Redis is back", got.Status)
+	}
+	s.Clock.Advance(31 * time.Second)
+	l.mustIssue(t, "")
+}
