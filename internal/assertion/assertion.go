@@ -141,16 +141,25 @@ func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create key dir: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return LoadKey(path) // another process made it first
-	}
+	// Write a temporary file and link it into place: a process that
+	// starts at the same moment sees either no key or a whole one, never a
+	// half-written file (O_EXCL on the final path would expose that).
+	f, err := os.CreateTemp(filepath.Dir(path), ".assertion-key-*")
 	if err != nil {
 		return nil, fmt.Errorf("create assertion key: %w", err)
 	}
-	defer f.Close()
+	defer os.Remove(f.Name())
 	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		_ = f.Close()
 		return nil, fmt.Errorf("write assertion key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("write assertion key: %w", err)
+	}
+	if err := os.Link(f.Name(), path); errors.Is(err, os.ErrExist) {
+		return LoadKey(path) // another process made it first
+	} else if err != nil {
+		return nil, fmt.Errorf("create assertion key: %w", err)
 	}
 	return priv, nil
 }
