@@ -356,6 +356,7 @@ func runServe(out io.Writer) error {
 		return err
 	}
 	opts.DB, opts.Redis, opts.Tokens, opts.Logger, opts.AllowedOrigins = db, rdb, tokens, logger, cfg.AllowedOrigins
+	opts.Embedded = cfg.embedded()
 	var demoToken string
 	if cfg.embedded() {
 		demoToken, err = tokens.Sign(auth.Caller{UserID: "admin", Company: "demo", Role: auth.RoleAdmin, Name: "Demo Admin"}, 24*time.Hour)
@@ -380,6 +381,9 @@ func runServe(out io.Writer) error {
 		// Request contexts must not derive from ctx: SIGTERM cancels it,
 		// and in-flight requests are meant to finish, not fail.
 	}
+	// Shutdown does not wait for hijacked websockets: end their streams
+	// with a resume hint instead of cutting them off silently.
+	srv.RegisterOnShutdown(a.Close)
 	mode := "production"
 	if cfg.embedded() {
 		mode = "embedded"

@@ -91,3 +91,7 @@ func toAuditFilter(f *model.AuditLogFilter) audit.Filter {
 	}
 	return out
 }
+
+func toAuditEdge(e audit.Event) *model.AuditEventEdge {
+	return &model.AuditEventEdge{Cursor: audit.Cursor(e), Node: toAuditEvent(e)}
+}

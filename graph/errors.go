@@ -11,6 +11,7 @@ import (
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/cursor"
+	"github.com/twofactor/service/internal/feed"
 	"github.com/twofactor/service/internal/users"
 	"github.com/twofactor/service/internal/validation"
 )
@@ -53,6 +54,24 @@ func (r *Resolver) toGQL(ctx context.Context, err error) error {
 		e.Message, e.Extensions["code"] = "internal error", CodeInternal
 	}
 	return e
+}
+
+// streamError is how a live stream that ended early reports why.
+func (r *Resolver) streamError(ctx context.Context, err error) *gqlerror.Error {
+	code := "INTERNAL"
+	switch {
+	case errors.Is(err, feed.ErrTooSlow):
+		code = "SUBSCRIBER_TOO_SLOW"
+	case errors.Is(err, feed.ErrExpired):
+		code = "TOKEN_EXPIRED"
+	case errors.Is(err, feed.ErrShutdown):
+		code = "SHUTTING_DOWN"
+	default:
+		r.Logger.ErrorContext(ctx, "audit stream failed", "err", err)
+		return &gqlerror.Error{Message: "internal error; resubscribe with after set to the last cursor received",
+			Extensions: map[string]any{"code": code}}
+	}
+	return &gqlerror.Error{Message: err.Error(), Extensions: map[string]any{"code": code}}
 }
 
 // mutationErrors splits a mutation's error into user errors, which go in

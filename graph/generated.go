@@ -32,6 +32,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
+	Subscription() SubscriptionResolver
 	UserTwoFactor() UserTwoFactorResolver
 }
 
@@ -128,6 +129,10 @@ type ComplexityRoot struct {
 		Users             func(childComplexity int, first *int, after *string, query *string) int
 	}
 
+	Subscription struct {
+		AuditEventAdded func(childComplexity int, filter *model.AuditLogFilter, after *string) int
+	}
+
 	TwoFactorSettings struct {
 		Defaults  func(childComplexity int) int
 		General   func(childComplexity int) int
@@ -210,6 +215,9 @@ type QueryResolver interface {
 	Me(ctx context.Context) (*model.User, error)
 	AuditLog(ctx context.Context, first *int, after *string, last *int, before *string, filter *model.AuditLogFilter) (*model.AuditEventConnection, error)
 	Challenge(ctx context.Context, id string) (*model.Challenge, error)
+}
+type SubscriptionResolver interface {
+	AuditEventAdded(ctx context.Context, filter *model.AuditLogFilter, after *string) (<-chan *model.AuditEventEdge, error)
 }
 type UserTwoFactorResolver interface {
 	LockedUntil(ctx context.Context, obj *model.UserTwoFactor) (*model.UserTwoFactorLocks, error)
@@ -619,6 +627,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.Users(childComplexity, args["first"].(*int), args["after"].(*string), args["query"].(*string)), true
 
+	case "Subscription.auditEventAdded":
+		if e.ComplexityRoot.Subscription.AuditEventAdded == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_auditEventAdded_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.AuditEventAdded(childComplexity, args["filter"].(*model.AuditLogFilter), args["after"].(*string)), true
+
 	case "TwoFactorSettings.defaults":
 		if e.ComplexityRoot.TwoFactorSettings.Defaults == nil {
 			break
@@ -883,6 +903,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 				Data: buf.Bytes(),
 			}
 		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
 
 	default:
 		return graphql.OneShot(graphql.ErrorResponse(ctx, "unsupported GraphQL operation"))
@@ -916,6 +953,7 @@ the caller's, taken from the bearer token.
 schema {
   query: Query
   mutation: Mutation
+  subscription: Subscription
 }
 
 "RFC 3339 timestamp in UTC with millisecond precision, e.g. 2026-11-27T10:00:00.000Z."
@@ -999,6 +1037,17 @@ type Mutation {
   verifyChallenge(input: VerifyChallengeInput!): VerifyChallengePayload!
   "Lift a lock after too many failed attempts. Admin only."
   unlockUserTwoFactor(input: UnlockUserTwoFactorInput!): UserPayload!
+}
+
+type Subscription {
+  """
+  The caller's company audit log as it happens. Admin only. With ` + "`" + `after` + "`" + `
+  (a cursor from auditLog or from this stream), every matching event newer
+  than it is replayed first, then live events follow with no gap and no
+  duplicate. If the stream ends with an error, subscribe again with ` + "`" + `after` + "`" + `
+  set to the last cursor received.
+  """
+  auditEventAdded(filter: AuditLogFilter, after: String): AuditEventEdge!
 }
 
 type TwoFactorSettings {
@@ -1806,6 +1855,28 @@ func (ec *executionContext) field_Query_users_args(ctx context.Context, rawArgs 
 		return nil, err
 	}
 	args["query"] = arg2
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_auditEventAdded_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "filter",
+		func(ctx context.Context, v any) (*model.AuditLogFilter, error) {
+			return ec.unmarshalOAuditLogFilter2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditLogFilter(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["filter"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
 	return args, nil
 }
 
@@ -3504,6 +3575,50 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields___Schema(ctx, field)
 		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_auditEventAdded(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_auditEventAdded(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().AuditEventAdded(ctx, fc.Args["filter"].(*model.AuditLogFilter), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuditEventEdge) graphql.Marshaler {
+			return ec.marshalNAuditEventEdge2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditEventEdge(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_auditEventAdded(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuditEventEdge(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_auditEventAdded_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
 	}
 	return fc, nil
 }
@@ -6567,6 +6682,26 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 	return out
 }
 
+var subscriptionImplementors = []string{"Subscription"}
+
+func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subscriptionImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Subscription",
+	})
+	if len(fields) != 1 {
+		graphql.AddErrorf(ctx, "must subscribe to exactly one stream")
+		return nil
+	}
+
+	switch fields[0].Name {
+	case "auditEventAdded":
+		return ec._Subscription_auditEventAdded(ctx, fields[0])
+	default:
+		panic("unknown field " + strconv.Quote(fields[0].Name))
+	}
+}
+
 var twoFactorSettingsImplementors = []string{"TwoFactorSettings"}
 
 func (ec *executionContext) _TwoFactorSettings(ctx context.Context, sel ast.SelectionSet, obj *model.TwoFactorSettings) graphql.Marshaler {
@@ -7427,6 +7562,14 @@ func (ec *executionContext) marshalNAuditEventEdge2ᚕgithubᚗcomᚋtwofactor�
 	}
 
 	return ret
+}
+
+func (ec *executionContext) marshalNAuditEventEdge2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditEventEdge(ctx context.Context, sel ast.SelectionSet, v *model.AuditEventEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "AuditEventEdge!")
+		return graphql.Null
+	}
+	return ec._AuditEventEdge(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {

@@ -26,7 +26,7 @@ type Limits struct {
 var DefaultLimits = Limits{MaxComplexity: 5000, MaxDepth: 12}
 
 // NewHandler builds the GraphQL HTTP handler around r.
-func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics) *handler.Server {
+func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOptions) *handler.Server {
 	cfg := Config{Resolvers: r}
 	// A connection costs its page size times its nodes, so a deep page of
 	// heavy nodes counts for what it is.
@@ -38,7 +38,9 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics) *handler.Server 
 	}
 
 	srv := handler.New(NewExecutableSchema(cfg))
+	srv.AddTransport(ws.transport())
 	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.SSE{}) // before POST: it claims POSTs that accept text/event-stream
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))

@@ -5,6 +5,7 @@ import (
 
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/challenge"
+	"github.com/twofactor/service/internal/feed"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/users"
 )
@@ -15,5 +16,6 @@ type Resolver struct {
 	UserService      *users.Service
 	AuditService     *audit.Log
 	ChallengeService *challenge.Service
+	Feed             *feed.Hub
 	Logger           *slog.Logger
 }

@@ -7,13 +7,16 @@ package graph
 
 import (
 	"context"
+
 	"errors"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"time"
 
 	"github.com/twofactor/service/graph/model"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
+	"github.com/twofactor/service/internal/feed"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/users"
 )
@@ -229,6 +232,27 @@ func (r *queryResolver) Challenge(ctx context.Context, id string) (*model.Challe
 	return toChallenge(ch), nil
 }
 
+// AuditEventAdded is the resolver for the auditEventAdded field.
+func (r *subscriptionResolver) AuditEventAdded(ctx context.Context, filter *model.AuditLogFilter, after *string) (<-chan *model.AuditEventEdge, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	req := feed.Request{Caller: c, Filter: toAuditFilter(filter)}
+	if after != nil && *after != "" {
+		if req.After, err = audit.ParseCursor(*after); err != nil {
+			return nil, r.toGQL(ctx, err)
+		}
+	}
+	ch, err := feed.Stream(ctx, r.Feed, req, toAuditEdge, func(err error) {
+		transport.AddSubscriptionError(ctx, r.streamError(ctx, err))
+	})
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	return ch, nil
+}
+
 // LockedUntil is the resolver for the lockedUntil field.
 func (r *userTwoFactorResolver) LockedUntil(ctx context.Context, obj *model.UserTwoFactor) (*model.UserTwoFactorLocks, error) {
 	c, err := auth.FromContext(ctx)
@@ -254,11 +278,15 @@ func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 // Query returns QueryResolver implementation.
 func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 
+// Subscription returns SubscriptionResolver implementation.
+func (r *Resolver) Subscription() SubscriptionResolver { return &subscriptionResolver{r} }
+
 // UserTwoFactor returns UserTwoFactorResolver implementation.
 func (r *Resolver) UserTwoFactor() UserTwoFactorResolver { return &userTwoFactorResolver{r} }
 
 type (
 	mutationResolver      struct{ *Resolver }
 	queryResolver         struct{ *Resolver }
+	subscriptionResolver  struct{ *Resolver }
 	userTwoFactorResolver struct{ *Resolver }
 )

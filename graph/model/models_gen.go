@@ -140,6 +140,9 @@ type SetUserTwoFactorInput struct {
 	Enabled bool   `json:"enabled"`
 }
 
+type Subscription struct {
+}
+
 type TwoFactorSettings struct {
 	General   *GeneralSettings `json:"general"`
 	Defaults  *DefaultSettings `json:"defaults"`

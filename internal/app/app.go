@@ -19,6 +19,7 @@ import (
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/delivery"
+	"github.com/twofactor/service/internal/feed"
 	"github.com/twofactor/service/internal/httpapi"
 	"github.com/twofactor/service/internal/metrics"
 	"github.com/twofactor/service/internal/otp"
@@ -45,6 +46,11 @@ type Options struct {
 	Issuer       string
 	SMS, Email   delivery.Sender
 	Now          func() time.Time // nil for the wall clock
+
+	// Live audit feed.
+	Feed      feed.Options
+	Websocket graph.WebsocketOptions
+	Embedded  bool // allow localhost websocket origins
 }
 
 // App is the assembled service.
@@ -55,8 +61,13 @@ type App struct {
 	Audit     *audit.Log
 	Challenge *challenge.Service
 	Signer    *assertion.Signer
+	Feed      *feed.Hub
 	Metrics   *metrics.Metrics
 }
+
+// Close ends live streams (telling clients to resume elsewhere) and stops
+// the feed's Redis subscription.
+func (a *App) Close() { a.Feed.Close() }
 
 // DefaultIssuer is the assertions' iss claim.
 const DefaultIssuer = "twofactor"
@@ -69,7 +80,13 @@ func New(o Options) (*App, error) {
 	if o.Limits == (graph.Limits{}) {
 		o.Limits = graph.DefaultLimits
 	}
-	a := &App{Audit: audit.NewLog(o.DB, nil, o.Logger), Metrics: metrics.New()}
+	a := &App{Metrics: metrics.New()}
+	// The log announces new rows through the feed; the feed reads them
+	// back from the log.
+	announce := &notifier{}
+	a.Audit = audit.NewLog(o.DB, announce, o.Logger)
+	a.Feed = feed.NewHub(o.Redis.Client, a.Audit, o.Logger, o.Feed)
+	announce.Notifier = a.Feed
 	a.Settings = settings.NewService(o.DB, a.Audit)
 	a.Users = users.NewService(o.DB, a.Audit, a.Settings)
 	if o.Issuer == "" {
@@ -89,8 +106,9 @@ func New(o Options) (*App, error) {
 		UserService:      a.Users,
 		AuditService:     a.Audit,
 		ChallengeService: a.Challenge,
+		Feed:             a.Feed,
 		Logger:           o.Logger,
-	}, o.Limits, a.Metrics)
+	}, o.Limits, a.Metrics, websocketOptions(o))
 	a.Handler = httpapi.New(httpapi.Config{
 		GraphQL:         gql,
 		Tokens:          o.Tokens,
@@ -100,6 +118,7 @@ func New(o Options) (*App, error) {
 		MaxBodyBytes:    o.MaxBodyBytes,
 		PlaygroundToken: o.PlaygroundToken,
 		JWKS:            a.Signer.JWKS(),
+		Embedded:        o.Embedded,
 		Ready: func(ctx context.Context) error {
 			sqlDB, err := o.DB.DB()
 			if err == nil {
@@ -115,4 +134,15 @@ func New(o Options) (*App, error) {
 		},
 	})
 	return a, nil
+}
+
+// notifier breaks the construction cycle between the log and the feed.
+type notifier struct{ audit.Notifier }
+
+func websocketOptions(o Options) graph.WebsocketOptions {
+	ws := o.Websocket
+	if ws.Verify == nil {
+		ws.Verify = o.Tokens.Verify
+	}
+	return ws
 }

@@ -36,6 +36,9 @@ type Caller struct {
 	Company string
 	Role    Role
 	Name    string // display name for the audit log; may be empty
+	// ExpiresAt is when the token stops being valid; long-lived
+	// subscriptions end then.
+	ExpiresAt time.Time
 }
 
 // Require returns ErrForbidden unless the caller has one of roles.
@@ -108,7 +111,7 @@ func (t *Tokens) Verify(token string) (Caller, error) {
 	case !c.Role.Valid():
 		return Caller{}, fmt.Errorf("%w: role must be admin, service or user", ErrUnauthenticated)
 	}
-	return Caller{UserID: c.Subject, Company: c.Company, Role: c.Role, Name: c.Name}, nil
+	return Caller{UserID: c.Subject, Company: c.Company, Role: c.Role, Name: c.Name, ExpiresAt: c.ExpiresAt.Time}, nil
 }
 
 // Sign issues a token for c that lives for ttl.

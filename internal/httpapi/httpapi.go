@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -41,6 +42,8 @@ type Config struct {
 	PlaygroundToken string
 	// JWKS is the public key set for challenge assertions.
 	JWKS []byte
+	// Embedded allows websocket connections from localhost origins.
+	Embedded bool
 }
 
 // DefaultMaxBodyBytes bounds a request body; real operations are a few KiB.
@@ -116,6 +119,10 @@ func (cfg Config) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		if isUpgrade(r) {
+			cfg.upgrade(next, w, r)
+			return
+		}
 		token, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
 			unauthenticated(w, "send Authorization: Bearer <token>")
@@ -128,6 +135,58 @@ func (cfg Config) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), c)))
 	})
+}
+
+// upgrade admits a websocket handshake from an allowed origin. Browsers
+// cannot set headers on websockets, so the token may come later in
+// connection_init; a token in the header is checked now.
+func (cfg Config) upgrade(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	if !cfg.originAllowed(r) {
+		writeGraphQLError(w, http.StatusForbidden, "FORBIDDEN_ORIGIN", "this origin is not in ALLOWED_ORIGINS")
+		return
+	}
+	if h := r.Header.Get("Authorization"); h != "" {
+		token, ok := bearer(h)
+		c, err := cfg.Tokens.Verify(token)
+		if !ok || err != nil {
+			unauthenticated(w, "invalid token")
+			return
+		}
+		r = r.WithContext(auth.WithCaller(r.Context(), c))
+	}
+	next.ServeHTTP(w, r)
+}
+
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// originAllowed: no Origin (not a browser), the service's own origin, one
+// of ALLOWED_ORIGINS, or, in embedded mode, any localhost origin.
+func (cfg Config) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimRight(o, "/"), origin) {
+			return true
+		}
+	}
+	if cfg.Embedded {
+		switch u.Hostname() {
+		case "localhost", "127.0.0.1", "::1":
+			return true
+		}
+	}
+	return false
 }
 
 func bearer(h string) (string, bool) {

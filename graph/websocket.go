@@ -1,0 +1,125 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/coder/websocket"
+
+	"github.com/twofactor/service/internal/auth"
+)
+
+// Websocket close codes of the graphql-transport-ws protocol.
+const (
+	closeForbidden   = 4403
+	closeInitTimeout = 4408
+)
+
+// WebsocketOptions configure live subscriptions.
+type WebsocketOptions struct {
+	// Verify checks a bearer token from connection_init.
+	Verify func(token string) (auth.Caller, error)
+	// WriteTimeout cuts off a peer that stops reading.
+	WriteTimeout time.Duration
+	// InitTimeout is how long a connection may wait for connection_init.
+	InitTimeout time.Duration
+	// PingInterval is how often idle peers are pinged.
+	PingInterval time.Duration
+}
+
+func (o WebsocketOptions) transport() transport.Websocket {
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.InitTimeout <= 0 {
+		o.InitTimeout = 5 * time.Second
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = 15 * time.Second
+	}
+	return transport.Websocket{
+		Implementation: websocketImpl{
+			// httpapi has already checked the Origin against ALLOWED_ORIGINS.
+			inner:        transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{InsecureSkipVerify: true}},
+			writeTimeout: o.WriteTimeout,
+		},
+		InitTimeout:           o.InitTimeout,
+		KeepAlivePingInterval: o.PingInterval, // legacy graphql-ws
+		PingPongInterval:      o.PingInterval, // graphql-transport-ws: a peer that misses two pongs is dropped
+		InitFunc: func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+			c, err := o.authenticate(ctx, p)
+			if err != nil {
+				ctx = transport.WithWebsocketCloseCode(ctx, closeForbidden)
+				return transport.AppendCloseReason(ctx, "Forbidden"), nil, err
+			}
+			return auth.WithCaller(ctx, c), nil, nil
+		},
+	}
+}
+
+// authenticate takes the token from connection_init's payload, or else the
+// caller that the HTTP layer found in the upgrade's Authorization header.
+func (o WebsocketOptions) authenticate(ctx context.Context, p transport.InitPayload) (auth.Caller, error) {
+	if h := p.Authorization(); h != "" {
+		token := strings.TrimSpace(h)
+		if scheme, rest, ok := strings.Cut(token, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			token = strings.TrimSpace(rest)
+		}
+		return o.Verify(token)
+	}
+	if c, err := auth.FromContext(ctx); err == nil {
+		return c, nil
+	}
+	return auth.Caller{}, errors.New("send {\"Authorization\": \"Bearer <token>\"} in connection_init")
+}
+
+// websocketImpl adds what gqlgen's adapter lacks: a write deadline, so a
+// peer that never reads cannot pin a goroutine forever, and the protocol's
+// 4408 close code when connection_init does not arrive in time.
+type websocketImpl struct {
+	inner        transport.CoderWebsocketImplementation
+	writeTimeout time.Duration
+}
+
+func (w websocketImpl) Accept(rw http.ResponseWriter, r *http.Request, o transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
+	c, err := w.inner.Accept(rw, r, o)
+	if err != nil {
+		return nil, err
+	}
+	return &websocketConn{WebsocketConn: c, writeTimeout: w.writeTimeout}, nil
+}
+
+type websocketConn struct {
+	transport.WebsocketConn
+	writeTimeout time.Duration
+}
+
+func (c *websocketConn) WriteJSON(v any) error {
+	t := time.AfterFunc(c.writeTimeout, func() { _ = c.WebsocketConn.Close() })
+	defer t.Stop()
+	return c.WebsocketConn.WriteJSON(v)
+}
+
+func (c *websocketConn) WriteClose(code int, msg string) error {
+	if code == transport.WebsocketCloseProtocolError && strings.Contains(msg, "initialisation timeout") {
+		code = closeInitTimeout
+	}
+	return c.WebsocketConn.WriteClose(code, msg)
+}
+
+func (c *websocketConn) SetReadLimit(limit int64) {
+	if l, ok := c.WebsocketConn.(transport.WebsocketReadLimiter); ok {
+		l.SetReadLimit(limit)
+	}
+}
+
+func (c *websocketConn) SetReadDeadline(t time.Time) error {
+	if d, ok := c.WebsocketConn.(transport.WebsocketReadDeadliner); ok {
+		return d.SetReadDeadline(t)
+	}
+	return nil
+}

@@ -1,0 +1,458 @@
+// Package feed streams a company's audit log live to subscribers on every
+// instance. Redis pub/sub only says "company X's log grew"; each instance
+// then reads the new rows from the database, in id order, once for all of
+// its subscribers. So a lost notice delays delivery but never loses a row,
+// and a client that resumes from a cursor sees no gap and no duplicate.
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/auth"
+)
+
+// Errors that end a stream. Both tell the client to resume from its last
+// cursor, which loses nothing.
+var (
+	ErrTooSlow  = errors.New("subscriber fell too far behind; subscribe again with after set to the last cursor received")
+	ErrExpired  = errors.New("token expired; reconnect with a fresh token and after set to the last cursor received")
+	ErrShutdown = errors.New("server shutting down; reconnect with after set to the last cursor received")
+)
+
+// Source reads committed audit rows.
+type Source interface {
+	Since(ctx context.Context, company string, after, until int64, f audit.Filter, limit int) ([]audit.Event, error)
+	LastID(ctx context.Context, company string) (int64, error)
+}
+
+// Options tune a hub. Zero values take the defaults.
+type Options struct {
+	// Buffer is how many events may wait for one slow subscriber before
+	// it is cut off.
+	Buffer int
+	// Poll is how often a watched company is read even without a notice,
+	// to cover notices lost while Redis restarts.
+	Poll time.Duration
+}
+
+const (
+	defaultBuffer = 256
+	defaultPoll   = 5 * time.Second
+	batch         = 500
+	channelPrefix = "2fa:audit:"
+)
+
+// Hub holds one Redis subscription per instance and fans events out to
+// local subscribers.
+type Hub struct {
+	rdb  *redis.Client
+	src  Source
+	log  *slog.Logger
+	opts Options
+
+	mu        sync.Mutex
+	ps        *redis.PubSub
+	companies map[string]*company
+	waiters   map[string][]chan struct{} // channel → waiting for SUBSCRIBE confirmation
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// NewHub returns a hub; it connects lazily, on the first subscriber.
+func NewHub(rdb *redis.Client, src Source, log *slog.Logger, opts Options) *Hub {
+	if opts.Buffer <= 0 {
+		opts.Buffer = defaultBuffer
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = defaultPoll
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Hub{rdb: rdb, src: src, log: log, opts: opts, ctx: ctx, cancel: cancel,
+		companies: map[string]*company{}, waiters: map[string][]chan struct{}{}}
+}
+
+// Notify tells every instance that company's log has a new row. It is
+// called after the row's transaction commits.
+func (h *Hub) Notify(ctx context.Context, company string, id int64) error {
+	if err := h.rdb.Publish(ctx, channelPrefix+company, strconv.FormatInt(id, 10)).Err(); err != nil {
+		return fmt.Errorf("publish audit notice: %w", err)
+	}
+	return nil
+}
+
+// Close ends every stream with ErrShutdown and drops the Redis
+// subscription.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	companies := make([]*company, 0, len(h.companies))
+	for _, c := range h.companies {
+		companies = append(companies, c)
+	}
+	ps := h.ps
+	h.mu.Unlock()
+	for _, c := range companies {
+		c.failAll(ErrShutdown)
+	}
+	h.cancel()
+	if ps != nil {
+		_ = ps.Close()
+	}
+	h.wg.Wait()
+}
+
+// company is one watched company's state on this instance.
+type company struct {
+	name  string
+	refs  int           // guarded by Hub.mu
+	ready chan struct{} // closed once subscribed and last is known
+	err   error         // set before ready closes
+	kick  chan struct{} // cap 1: read new rows now
+	stop  chan struct{}
+
+	mu   sync.Mutex
+	last int64 // newest id offered to subscribers
+	subs map[*sub]struct{}
+}
+
+// sub is one subscriber's inbox.
+type sub struct {
+	buf    chan audit.Event
+	failed chan struct{}
+	once   sync.Once
+	reason error
+}
+
+func (s *sub) fail(err error) {
+	s.once.Do(func() {
+		s.reason = err
+		close(s.failed)
+	})
+}
+
+// join registers a subscriber and returns the id after which it will be
+// offered every new row.
+func (h *Hub) join(ctx context.Context, name string, s *sub) (*company, int64, error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, 0, ErrShutdown
+	}
+	c, ok := h.companies[name]
+	if !ok {
+		c = &company{name: name, ready: make(chan struct{}), kick: make(chan struct{}, 1),
+			stop: make(chan struct{}), subs: map[*sub]struct{}{}}
+		h.companies[name] = c
+		h.wg.Add(1)
+		go h.watch(c)
+	}
+	c.refs++
+	h.mu.Unlock()
+
+	select {
+	case <-c.ready:
+	case <-ctx.Done():
+		h.leave(c, s)
+		return nil, 0, ctx.Err()
+	}
+	if c.err != nil {
+		h.leave(c, s)
+		return nil, 0, c.err
+	}
+	c.mu.Lock()
+	c.subs[s] = struct{}{}
+	last := c.last
+	c.mu.Unlock()
+	return c, last, nil
+}
+
+func (h *Hub) leave(c *company, s *sub) {
+	c.mu.Lock()
+	delete(c.subs, s)
+	c.mu.Unlock()
+	h.mu.Lock()
+	c.refs--
+	if c.refs == 0 && h.companies[c.name] == c {
+		delete(h.companies, c.name)
+		close(c.stop)
+		// Under h.mu, so a newcomer's SUBSCRIBE for this company can only
+		// follow this UNSUBSCRIBE, never be undone by it.
+		if h.ps != nil && !h.closed {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := h.ps.Unsubscribe(ctx, channelPrefix+c.name); err != nil {
+				h.log.Warn("unsubscribe audit feed", "company", c.name, "err", err)
+			}
+			cancel()
+		}
+	}
+	h.mu.Unlock()
+}
+
+// watch subscribes to a company's channel, learns where its log ends, and
+// then reads new rows whenever kicked or polled, until nobody listens.
+func (h *Hub) watch(c *company) {
+	defer h.wg.Done()
+	ch := channelPrefix + c.name
+	c.err = h.subscribe(ch)
+	if c.err == nil {
+		c.last, c.err = h.src.LastID(h.ctx, c.name)
+	}
+	close(c.ready)
+	if c.err != nil {
+		h.log.Error("watch audit feed", "company", c.name, "err", c.err)
+		return
+	}
+	tick := time.NewTicker(h.opts.Poll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-h.ctx.Done():
+			return
+		case <-c.kick:
+		case <-tick.C:
+		}
+		h.pump(c)
+	}
+}
+
+// pump offers every row newer than c.last to the subscribers, in order.
+func (h *Hub) pump(c *company) {
+	for {
+		c.mu.Lock()
+		after := c.last
+		c.mu.Unlock()
+		events, err := h.src.Since(h.ctx, c.name, after, 0, audit.Filter{}, batch)
+		if err != nil {
+			if h.ctx.Err() == nil {
+				h.log.Warn("read audit feed", "company", c.name, "err", err)
+			}
+			return
+		}
+		c.mu.Lock()
+		for _, e := range events {
+			c.last = e.ID
+			for s := range c.subs {
+				select {
+				case s.buf <- e:
+				default:
+					// A stuck subscriber must not hold up the rest.
+					delete(c.subs, s)
+					s.fail(ErrTooSlow)
+				}
+			}
+		}
+		c.mu.Unlock()
+		if len(events) < batch {
+			return
+		}
+	}
+}
+
+func (c *company) failAll(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s := range c.subs {
+		delete(c.subs, s)
+		s.fail(err)
+	}
+}
+
+func (c *company) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// subscribe adds ch to the hub's one Redis subscription and waits until
+// Redis confirms it, so no notice sent after this returns is missed.
+func (h *Hub) subscribe(ch string) error {
+	wait := make(chan struct{})
+	h.mu.Lock()
+	h.waiters[ch] = append(h.waiters[ch], wait)
+	first := h.ps == nil
+	if first {
+		h.ps = h.rdb.Subscribe(h.ctx)
+	}
+	ps := h.ps
+	h.mu.Unlock()
+	if first {
+		h.wg.Add(1)
+		go h.receive(ps)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	if err := ps.Subscribe(ctx, ch); err != nil {
+		return fmt.Errorf("subscribe to audit feed: %w", err)
+	}
+	select {
+	case <-wait:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("subscribe to audit feed: %w", ctx.Err())
+	}
+}
+
+// receive reads the hub's Redis subscription. After a connection loss
+// go-redis resubscribes; every watched company is then read at once, since
+// notices may have been lost meanwhile.
+func (h *Hub) receive(ps *redis.PubSub) {
+	defer h.wg.Done()
+	for {
+		msg, err := ps.Receive(h.ctx)
+		if err != nil {
+			if h.ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			h.log.Warn("audit feed subscription interrupted", "err", err)
+			h.pokeAll()
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-h.ctx.Done():
+				return
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				h.mu.Lock()
+				for _, w := range h.waiters[m.Channel] {
+					close(w)
+				}
+				delete(h.waiters, m.Channel)
+				h.mu.Unlock()
+				h.pokeAll() // a reconnect resubscribes: catch up
+			}
+		case *redis.Message:
+			h.mu.Lock()
+			c := h.companies[strings.TrimPrefix(m.Channel, channelPrefix)]
+			h.mu.Unlock()
+			if c != nil {
+				c.poke()
+			}
+		}
+	}
+}
+
+func (h *Hub) pokeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.companies {
+		c.poke()
+	}
+}
+
+// Request is one subscription. The company and the end of the stream come
+// from the caller's token.
+type Request struct {
+	Caller auth.Caller
+	Filter audit.Filter
+	After  int64 // replay rows after this id first; 0 for live only
+}
+
+// Stream subscribes and returns a channel of matching events: first the
+// replay after r.After, then live rows, with no gap and no duplicate at
+// the seam. The channel closes when ctx ends or the stream fails; end is
+// called first with the reason (nil when ctx ended).
+// Admins only.
+func Stream[T any](ctx context.Context, h *Hub, r Request, convert func(audit.Event) T, end func(error)) (<-chan T, error) {
+	if err := r.Caller.Require(auth.RoleAdmin); err != nil {
+		return nil, fmt.Errorf("subscribe to audit feed: %w", err)
+	}
+	company := r.Caller.Company
+	s := &sub{buf: make(chan audit.Event, h.opts.Buffer), failed: make(chan struct{})}
+	c, joined, err := h.join(ctx, company, s)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to audit feed: %w", err)
+	}
+	out := make(chan T)
+	go func() {
+		defer close(out)
+		defer h.leave(c, s)
+		var expired <-chan time.Time
+		if exp := r.Caller.ExpiresAt; !exp.IsZero() {
+			t := time.NewTimer(time.Until(exp))
+			defer t.Stop()
+			expired = t.C
+		}
+		send := func(e audit.Event) error {
+			select {
+			case out <- convert(e):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-s.failed:
+				return s.reason
+			case <-expired:
+				return ErrExpired
+			}
+		}
+		finish := func(err error) {
+			if err != nil && ctx.Err() == nil {
+				end(err)
+			}
+		}
+		// Replay what the client missed, up to where live delivery starts.
+		for after := r.After; r.After > 0 && after < joined; {
+			events, err := h.src.Since(ctx, company, after, joined, r.Filter, batch)
+			if err != nil {
+				finish(fmt.Errorf("replay audit feed: %w", err))
+				return
+			}
+			for _, e := range events {
+				if err := send(e); err != nil {
+					finish(err)
+					return
+				}
+				after = e.ID
+			}
+			if len(events) < batch {
+				break
+			}
+		}
+		floor := max(joined, r.After)
+		for {
+			select {
+			case e := <-s.buf:
+				if e.ID <= floor || !r.Filter.Match(e) {
+					continue
+				}
+				if err := send(e); err != nil {
+					finish(err)
+					return
+				}
+			case <-s.failed:
+				finish(s.reason)
+				return
+			case <-expired:
+				finish(ErrExpired)
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
