@@ -15,6 +15,14 @@ import (
 	"github.com/twofactor/service/models"
 )
 
+// Orders that name company_id first, so the planner walks the
+// (company_id, id) index inside one company instead of the primary key
+// across every company's rows.
+const (
+	ascending  = "company_id ASC, id ASC"
+	descending = "company_id DESC, id DESC"
+)
+
 // Page size bounds.
 const (
 	DefaultPageSize = 20
@@ -115,9 +123,9 @@ func (l *Log) List(ctx context.Context, c auth.Caller, req PageRequest) (Page, e
 	q = q.Limit(size + 1)
 	var rows []models.AuditEvent
 	if backward {
-		q = q.Order("id ASC")
+		q = q.Order(ascending)
 	} else {
-		q = q.Order("id DESC")
+		q = q.Order(descending)
 	}
 	if err := q.Find(&rows).Error; err != nil {
 		return Page{}, fmt.Errorf("list audit log: %w", err)
@@ -135,21 +143,21 @@ func (l *Log) List(ctx context.Context, c auth.Caller, req PageRequest) (Page, e
 	}
 
 	// The far side of a cursor: is anything there? One indexed probe.
-	beyond := func(cond string, id int64) (bool, error) {
+	beyond := func(cond, order string, id int64) (bool, error) {
 		var ids []int64
 		q := l.db.WithContext(ctx).Model(&models.AuditEvent{}).Where("company_id = ?", company)
-		err := req.Filter.apply(q).Where(cond, id).Limit(1).Pluck("id", &ids).Error
+		err := req.Filter.apply(q).Where(cond, id).Order(order).Limit(1).Pluck("id", &ids).Error
 		return len(ids) > 0, err
 	}
 	if backward {
 		page.HasPreviousPage = more
 		if beforeID > 0 {
-			page.HasNextPage, err = beyond("id <= ?", beforeID)
+			page.HasNextPage, err = beyond("id <= ?", descending, beforeID)
 		}
 	} else {
 		page.HasNextPage = more
 		if afterID > 0 {
-			page.HasPreviousPage, err = beyond("id >= ?", afterID)
+			page.HasPreviousPage, err = beyond("id >= ?", ascending, afterID)
 		}
 	}
 	if err != nil {

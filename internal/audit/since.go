@@ -17,7 +17,7 @@ func (l *Log) Since(ctx context.Context, company string, after, until int64, f F
 		q = q.Where("id <= ?", until)
 	}
 	var rows []models.AuditEvent
-	if err := q.Order("id ASC").Limit(limit).Find(&rows).Error; err != nil {
+	if err := q.Order(ascending).Limit(limit).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("read audit events since %d: %w", after, err)
 	}
 	out := make([]Event, len(rows))
@@ -31,7 +31,7 @@ func (l *Log) Since(ctx context.Context, company string, after, until int64, f F
 func (l *Log) LastID(ctx context.Context, company string) (int64, error) {
 	var ids []int64
 	err := l.db.WithContext(ctx).Model(&models.AuditEvent{}).Where("company_id = ?", company).
-		Order("id DESC").Limit(1).Pluck("id", &ids).Error
+		Order(descending).Limit(1).Pluck("id", &ids).Error
 	if err != nil {
 		return 0, fmt.Errorf("read last audit id: %w", err)
 	}
