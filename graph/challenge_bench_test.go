@@ -1,0 +1,330 @@
+package graph_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/twofactor/service/internal/app"
+	"github.com/twofactor/service/internal/apptest"
+	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/challenge"
+	"github.com/twofactor/service/internal/delivery"
+	"github.com/twofactor/service/internal/testenv"
+)
+
+const challengeBenchHowTo = "BenchmarkChallenge needs PostgreSQL and Redis (it reads INFO commandstats); run it alone as\n" +
+	"  TEST_DATABASE_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' " +
+	"TEST_REDIS_URL='redis://127.0.0.1:6379/0' go test -run '^$' -bench BenchmarkChallenge -benchtime 3s ./graph"
+
+// codeBox is a sender that keeps the last code per destination.
+type codeBox struct{ m sync.Map }
+
+var sixDigits = regexp.MustCompile(`\b\d{6}\b`)
+
+func (c *codeBox) sender() delivery.Sender {
+	return delivery.SenderFunc(func(_ context.Context, m delivery.Message) error {
+		c.m.Store(m.To, sixDigits.FindString(m.Text))
+		return nil
+	})
+}
+
+func (c *codeBox) code(to string) string { v, _ := c.m.Load(to); s, _ := v.(string); return s }
+
+// countStatements counts every statement GORM runs on db.
+func countStatements(db *gorm.DB, n *atomic.Int64) error {
+	count := func(*gorm.DB) { n.Add(1) }
+	cb := db.Callback()
+	for name, err := range map[string]error{
+		"create": cb.Create().After("gorm:create").Register("bench:count", count),
+		"query":  cb.Query().After("gorm:query").Register("bench:count", count),
+		"update": cb.Update().After("gorm:update").Register("bench:count", count),
+		"delete": cb.Delete().After("gorm:delete").Register("bench:count", count),
+		"row":    cb.Row().After("gorm:row").Register("bench:count", count),
+		"raw":    cb.Raw().After("gorm:raw").Register("bench:count", count),
+	} {
+		if err != nil {
+			return fmt.Errorf("register %s counter: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// benchClient posts GraphQL over a keep-alive pool.
+type benchClient struct {
+	http  *http.Client
+	url   string
+	token string
+}
+
+func (c benchClient) post(query string, vars map[string]any) (json.RawMessage, error) {
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, err := http.NewRequest(http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Data   json.RawMessage `json:"data"`
+		Errors []any           `json:"errors"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || len(out.Errors) > 0 || resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, raw)
+	}
+	return out.Data, nil
+}
+
+// cycle issues a code to the user and verifies it: one login.
+func (c benchClient) cycle(codes *codeBox, phone string) error {
+	data, err := c.post(mIssue, map[string]any{"input": map[string]any{"app": "WEB"}})
+	if err != nil {
+		return err
+	}
+	var issued struct {
+		IssueChallenge issuePayload `json:"issueChallenge"`
+	}
+	if err := json.Unmarshal(data, &issued); err != nil || issued.IssueChallenge.Challenge == nil {
+		return fmt.Errorf("issue: %s", data)
+	}
+	return c.verify(issued.IssueChallenge.Challenge.ID, codes.code(phone), "APPROVED")
+}
+
+func (c benchClient) verify(id, code, want string) error {
+	data, err := c.post(mVerify, map[string]any{"input": map[string]any{"challengeId": id, "code": code}})
+	if err != nil {
+		return err
+	}
+	var v struct {
+		VerifyChallenge verifyPayload `json:"verifyChallenge"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil || v.VerifyChallenge.status() != want {
+		return fmt.Errorf("verify: %s, want %s", data, want)
+	}
+	return nil
+}
+
+// commandStats reads INFO commandstats: calls per command.
+func commandStats(b *testing.B, s *apptest.Server) map[string]int64 {
+	b.Helper()
+	info, err := s.Backends.Redis.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatalf("INFO commandstats: %v", err)
+	}
+	out := map[string]int64{}
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				out[strings.TrimPrefix(name, "cmdstat_")] = n
+			}
+		}
+	}
+	return out
+}
+
+// BenchmarkChallenge measures, on real PostgreSQL and Redis through the
+// real HTTP handler:
+//
+//   - Throughput/typename and Throughput/issue+verify: `{ __typename }`
+//     requests and whole logins (issue, then verify the right code) per
+//     second, sent in parallel to the same server in the same run;
+//   - per verify, APPROVED and REJECTED: Redis commands counted with INFO
+//     commandstats around n verifies (EVALSHA calls, the round trips, and
+//     all commands including those the script runs) and SQL statements
+//     counted with a GORM callback.
+//
+// It asserts no time. Run it alone: INFO commandstats counts every
+// client of the Redis server.
+func BenchmarkChallenge(b *testing.B) {
+	if !testenv.Real() || os.Getenv("TEST_REDIS_URL") == "" {
+		b.Fatal(challengeBenchHowTo)
+	}
+	var statements atomic.Int64
+	codes := &codeBox{}
+	s := apptest.Start(b, func(o *app.Options) {
+		// Many logins per user in the window, no lock on the REJECTED
+		// measurement, no SMS cap.
+		o.Challenge = challenge.Config{MaxCodesPerWindow: 1 << 30, MaxFailedAttempts: 1 << 30, SMSPerCompanyPerHour: 1 << 30}
+		o.SMS, o.Email = codes.sender(), codes.sender()
+		if err := countStatements(o.DB, &statements); err != nil {
+			b.Fatal(err)
+		}
+	})
+	co := testenv.Company(b)
+	admin := s.Admin(b, co)
+	httpClient := &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}}
+	const users = 128
+	type benchUser struct {
+		c     benchClient
+		phone string
+	}
+	var us []benchUser
+	for i := range users {
+		id, phone := fmt.Sprintf("bench-%03d", i), fmt.Sprintf("+3712%07d", i)
+		admin.Must(b, mCreateUser, map[string]any{"input": map[string]any{"id": id, "phone": phone, "email": id + "@example.com"}}, nil)
+		admin.Must(b, mSetUserTwoFactor, map[string]any{"input": map[string]any{"userId": id, "app": "WEB", "enabled": true}}, nil)
+		us = append(us, benchUser{phone: phone, c: benchClient{http: httpClient, url: s.URL + "/query",
+			token: s.Token(b, auth.Caller{UserID: id, Company: co, Role: auth.RoleUser})}})
+	}
+
+	throughput := map[string]float64{}
+	for _, op := range []string{"typename", "issue+verify"} {
+		b.Run("Throughput/"+op, func(b *testing.B) {
+			var next atomic.Int64
+			b.SetParallelism(4)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				// Each goroutine logs in as its own user: one login at a time.
+				u := us[int(next.Add(1)-1)%users]
+				for pb.Next() {
+					var err error
+					if op == "typename" {
+						_, err = u.c.post(`{ __typename }`, nil)
+					} else {
+						err = u.c.cycle(codes, u.phone)
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			throughput[op] = float64(b.N) / time.Since(start).Seconds()
+			b.ReportMetric(throughput[op], "ops/s")
+		})
+	}
+
+	var issueReport string
+	// Per verify. n users each get a code; then the n verifies are
+	// counted, with one verify beforehand to load the script.
+	const n = users
+	perVerify := func(b *testing.B, status string) (evalsha, all, sql float64, top string) {
+		ids := make([]string, n)
+		issueBefore, issueSQL := commandStats(b, s), statements.Load()
+		for i, u := range us {
+			data, err := u.c.post(mIssue, map[string]any{"input": map[string]any{"app": "WEB"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var p struct {
+				IssueChallenge issuePayload `json:"issueChallenge"`
+			}
+			if err := json.Unmarshal(data, &p); err != nil || p.IssueChallenge.Challenge == nil {
+				b.Fatalf("issue: %s", data)
+			}
+			ids[i] = p.IssueChallenge.Challenge.ID
+		}
+		issueAfter, issueSQLAfter := commandStats(b, s), statements.Load()
+		var issueCmds []string
+		for name, calls := range issueAfter {
+			if d := calls - issueBefore[name]; d > 0 && name != "info" {
+				issueCmds = append(issueCmds, fmt.Sprintf("%s=%.2f", name, float64(d)/n))
+			}
+		}
+		sort.Strings(issueCmds)
+		issueReport = fmt.Sprintf("issue (SMS): %.2f SQL statements, Redis [%s] per issue",
+			float64(issueSQLAfter-issueSQL)/n, strings.Join(issueCmds, " "))
+		codeFor := func(i int) string {
+			c := codes.code(us[i].phone)
+			if status == "REJECTED" {
+				c = wrong(c)
+			}
+			return c
+		}
+		if err := us[0].c.verify(ids[0], codeFor(0), status); err != nil {
+			b.Fatal(err)
+		}
+		before, sqlBefore := commandStats(b, s), statements.Load()
+		for i := 1; i < n; i++ {
+			if err := us[i].c.verify(ids[i], codeFor(i), status); err != nil {
+				b.Fatal(err)
+			}
+		}
+		after, sqlAfter := commandStats(b, s), statements.Load()
+		verifies := float64(n - 1)
+		type kv struct {
+			name  string
+			calls int64
+		}
+		var diff []kv
+		for name, calls := range after {
+			if d := calls - before[name]; d > 0 && name != "info" {
+				diff = append(diff, kv{name, d})
+				all += float64(d)
+			}
+		}
+		sort.Slice(diff, func(i, j int) bool { return diff[i].calls > diff[j].calls })
+		var parts []string
+		for _, d := range diff {
+			parts = append(parts, fmt.Sprintf("%s=%.2f", d.name, float64(d.calls)/verifies))
+		}
+		// A login that fails stays open: end them so the next round starts
+		// fresh (a verify of the right code closes it).
+		if status == "REJECTED" {
+			for i, u := range us {
+				if err := u.c.verify(ids[i], codes.code(u.phone), "APPROVED"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		return float64(after["evalsha"]-before["evalsha"]) / verifies, all / verifies,
+			float64(sqlAfter-sqlBefore) / verifies, strings.Join(parts, " ")
+	}
+	report := map[string]string{}
+	for _, status := range []string{"APPROVED", "REJECTED"} {
+		b.Run("PerVerify/"+status, func(b *testing.B) {
+			var evalsha, all, sql float64
+			for range b.N {
+				evalsha, all, sql, report[status] = perVerify(b, status)
+			}
+			b.ReportMetric(evalsha, "evalsha/verify")
+			b.ReportMetric(all, "redis-cmds/verify")
+			b.ReportMetric(sql, "sql/verify")
+			report[status] = fmt.Sprintf("%s: %.2f EVALSHA (round trips), %.2f Redis commands in all, %.2f SQL statements per verify [%s]",
+				status, evalsha, all, sql, report[status])
+		})
+	}
+	if throughput["typename"] > 0 {
+		fmt.Printf("issue+verify: %.0f logins/s; { __typename }: %.0f req/s; ratio %.3f (each login is 2 requests)\n",
+			throughput["issue+verify"], throughput["typename"], throughput["issue+verify"]/throughput["typename"])
+	}
+	for _, st := range []string{"APPROVED", "REJECTED"} {
+		if report[st] != "" {
+			fmt.Println(report[st])
+		}
+	}
+	if issueReport != "" {
+		fmt.Println(issueReport)
+	}
+}
