@@ -90,7 +90,7 @@ func New(cfg Config) http.Handler {
 		corsOpts.AllowOriginFunc = func(string) bool { return false }
 	}
 	c := cors.New(corsOpts)
-	r.With(c.Handler, cfg.limitBody, cfg.authenticate).Handle("/query", cfg.GraphQL)
+	r.With(c.Handler, cfg.limitBody, cfg.authenticate, cfg.readBody).Handle("/query", cfg.GraphQL)
 	return r
 }
 
@@ -203,22 +203,31 @@ func unauthenticated(w http.ResponseWriter, msg string) {
 	writeGraphQLError(w, http.StatusUnauthorized, "UNAUTHENTICATED", msg)
 }
 
-// limitBody refuses bodies over the limit with a clear error, whether the
-// client declared the length or not.
+// limitBody refuses a declared length over the limit at once, before
+// authentication, and bounds an undeclared (chunked) one.
 func (cfg Config) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > cfg.MaxBodyBytes {
-			writeGraphQLError(w, http.StatusRequestEntityTooLarge, "REQUEST_TOO_LARGE",
-				"request body is larger than the limit")
+			tooLarge(w)
 			return
 		}
 		if r.Body != nil {
-			body := http.MaxBytesReader(w, r.Body, cfg.MaxBodyBytes)
-			buf, err := readAll(body)
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				writeGraphQLError(w, http.StatusRequestEntityTooLarge, "REQUEST_TOO_LARGE",
-					"request body is larger than the limit")
+			r.Body = http.MaxBytesReader(w, r.Body, cfg.MaxBodyBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// readBody reads the bounded body, after authentication so that an
+// anonymous caller cannot make the server buffer anything, and answers an
+// oversized one with a clear error instead of a JSON decoding failure.
+func (cfg Config) readBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && !isUpgrade(r) {
+			buf, err := readAll(r.Body)
+			var over *http.MaxBytesError
+			if errors.As(err, &over) {
+				tooLarge(w)
 				return
 			}
 			if err != nil {
@@ -229,6 +238,10 @@ func (cfg Config) limitBody(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func tooLarge(w http.ResponseWriter) {
+	writeGraphQLError(w, http.StatusRequestEntityTooLarge, "REQUEST_TOO_LARGE", "request body is larger than the limit")
 }
 
 func writeGraphQLError(w http.ResponseWriter, status int, code, msg string) {
