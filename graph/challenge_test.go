@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -397,8 +398,15 @@ func TestChallengeFlow(t *testing.T) {
 						t.Errorf("email subject %q / HTML do not hold the code", mine[0].Subject)
 					}
 
+					if got := l.get(t, ch.ID); !reflect.DeepEqual(got, ch) {
+						t.Errorf("challenge(id) = %+v, want what issue returned: %+v", got, ch)
+					}
 					wantStatus(t, "wrong code", verifyAs(t, c, ch.ID, wrong(code)), "REJECTED", 2)
 					got := l.get(t, ch.ID)
+					// After a failure a new code may be asked for at once.
+					if d := s.Clock.Now().Sub(parseTime(t, "resendAvailableAt", got.ResendAvailableAt)); d < 0 || d > time.Minute {
+						t.Errorf("resendAvailableAt after a wrong code is %v before now, want now", d)
+					}
 					wantAvail := []string{"SMS", "EMAIL"}
 					if method == "EMAIL_ONLY" {
 						wantAvail = []string{"EMAIL"}
@@ -813,6 +821,9 @@ func TestChallengeSMSCompanyCap(t *testing.T) {
 	before := len(s.Outbox.All())
 	p := ls[2].issue(t, "")
 	wantUserError(t, "third SMS this hour", p.UserErrors, "RATE_LIMITED")
+	if p.RetryAfter == nil || *p.RetryAfter <= 0 || *p.RetryAfter > 3600 {
+		t.Errorf("retryAfter %v, want the rest of the hour", p.RetryAfter)
+	}
 	if len(s.Outbox.All()) != before {
 		t.Error("an SMS past the cap was sent")
 	}

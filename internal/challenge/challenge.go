@@ -318,7 +318,11 @@ func (s *Service) deliver(ctx context.Context, company string, k keys, ch Challe
 			refusal = &Refusal{Code: CodeDeliveryFailed, Message: "could not send the SMS"}
 			s.Logger.ErrorContext(ctx, "sms cap check failed", "company", company, "err", err)
 		} else if over {
-			refusal = &Refusal{Code: CodeRateLimited, Message: "this company's SMS limit is reached; ask for the code by email"}
+			// The counter is per clock hour: the next SMS may go when it turns.
+			now := s.Now()
+			hourLeft := time.Hour - now.Sub(now.Truncate(time.Hour))
+			refusal = &Refusal{Code: CodeRateLimited, Message: "this company's SMS limit is reached; ask for the code by email",
+				RetryAfter: hourLeft}
 			s.Logger.WarnContext(ctx, "company sms cap reached", "company", company)
 		}
 	}
@@ -472,10 +476,11 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (Challenge,
 	if ch.Status == Pending && (!current || !now.Before(ch.ExpiresAt)) {
 		ch.Status = Expired
 	}
-	if current {
-		ch.ResendAvailableAt = time.UnixMilli(num(l[3])).Add(s.cfg.ResendCooldown).UTC()
-	} else {
-		ch.ResendAvailableAt = now.UTC()
+	// last is 0 once an attempt failed (a new code may come at once), and
+	// the login may be over: then the answer is now, not 1970 + cooldown.
+	ch.ResendAvailableAt = now.UTC()
+	if last := num(l[3]); current && last > 0 {
+		ch.ResendAvailableAt = time.UnixMilli(last).Add(s.cfg.ResendCooldown).UTC()
 	}
 	if until, err := lockCmd.Int64(); err == nil && until > now.UnixMilli() {
 		ch.Status, ch.AttemptsRemaining = Locked, 0
