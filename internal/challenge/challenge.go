@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -338,8 +339,10 @@ func (s *Service) deliver(ctx context.Context, company string, k keys, ch Challe
 		if err == nil {
 			return nil
 		}
+		// A provider's error may quote the message back (an SMTP rejection
+		// naming the subject, say); the code must not reach the log.
 		s.Logger.ErrorContext(ctx, "code delivery failed", "company", company, "channel", string(ch.Channel),
-			"destination", ch.Destination, "err", err)
+			"destination", ch.Destination, "err", strings.ReplaceAll(err.Error(), code, "[code]"))
 		refusal = &Refusal{Code: CodeDeliveryFailed, Message: "the code could not be delivered; try again or use another channel"}
 	}
 	if err := failedScript.Run(ctx, s.Redis, []string{k.challenge(ch.ID), k.login(string(ch.App))}, ch.ID).Err(); err != nil {
