@@ -14,10 +14,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/apptest"
@@ -136,6 +138,56 @@ func TestChallengeConcurrency(t *testing.T) {
 		}
 		// Even the right code cannot get through now.
 		wantStatus(t, "right code after the lock", l.verify(t, ch.ID, code), "LOCKED", 0)
+	})
+
+	t.Run("10 issues at once", func(t *testing.T) {
+		t.Parallel()
+		l := newLogin(t, s, co, "spammer", uniquePhone(), uniqueEmail(), "WEB")
+		results := make([]string, 10)
+		errs := make([]error, 10)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range results {
+			wg.Go(func() {
+				<-start
+				r, err := postGQL(ctxT(t), l.user, mIssue, map[string]any{"input": map[string]any{"app": "WEB"}})
+				var data struct {
+					IssueChallenge issuePayload `json:"issueChallenge"`
+				}
+				if err == nil {
+					err = json.Unmarshal(r.Data, &data)
+				}
+				if p := data.IssueChallenge; err == nil && p.Challenge != nil {
+					results[i] = "ISSUED"
+				} else if err == nil && len(p.UserErrors) == 1 {
+					results[i] = p.UserErrors[0].Code
+				} else if err == nil {
+					err = fmt.Errorf("response %s %+v", r.Data, r.Errors)
+				}
+				errs[i] = err
+			})
+		}
+		close(start)
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int{}
+		for _, r := range results {
+			got[r]++
+		}
+		if got["ISSUED"] != 1 || got["RESEND_TOO_SOON"] != 9 {
+			t.Errorf("outcomes %v, want 1 ISSUED and 9 RESEND_TOO_SOON", got)
+		}
+		n := 0
+		for _, m := range s.Outbox.All() {
+			if m.To == l.phone {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d codes sent, want 1", n)
+		}
 	})
 
 	t.Run("20 right codes", func(t *testing.T) {
@@ -473,4 +525,83 @@ func TestChallengeRedisDown(t *testing.T) {
 	}
 	s.Clock.Advance(31 * time.Second)
 	l.mustIssue(t, "")
+}
+
+// redisCounter counts the commands and round trips a client sends.
+type redisCounter struct {
+	roundTrips atomic.Int64
+	commands   atomic.Int64
+	names      sync.Map
+}
+
+func (c *redisCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *redisCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.roundTrips.Add(1)
+		c.commands.Add(1)
+		c.names.Store(cmd.Name(), true)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *redisCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.roundTrips.Add(1)
+		c.commands.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// TestChallengeVerifyCost: a verify below the lock threshold is one Redis
+// round trip (one script) and no SQL.
+func TestChallengeVerifyCost(t *testing.T) {
+	t.Parallel()
+	var sql atomic.Int64
+	rc := &redisCounter{}
+	s := apptest.Start(t, func(o *app.Options) {
+		o.Redis.AddHook(rc)
+		count := func(*gorm.DB) { sql.Add(1) }
+		cb := o.DB.Callback()
+		for _, err := range []error{
+			cb.Create().After("gorm:create").Register("test:count", count),
+			cb.Query().After("gorm:query").Register("test:count", count),
+			cb.Update().After("gorm:update").Register("test:count", count),
+			cb.Delete().After("gorm:delete").Register("test:count", count),
+			cb.Row().After("gorm:row").Register("test:count", count),
+			cb.Raw().After("gorm:raw").Register("test:count", count),
+		} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	co := newCompany(t, s, "SMS_WITH_EMAIL_BACKUP")
+	l := newLogin(t, s, co, "cost", uniquePhone(), uniqueEmail(), "WEB")
+	// The first run of the script loads it (EVALSHA, then EVAL): warm up.
+	warm := newLogin(t, s, co, "warm", uniquePhone(), uniqueEmail(), "WEB")
+	ch := warm.mustIssue(t, "")
+	warm.verify(t, ch.ID, warm.code(t, ch))
+
+	ch = l.mustIssue(t, "")
+	code := l.code(t, ch)
+	measure := func(what string, do func()) {
+		t.Helper()
+		rt, cmds, q := rc.roundTrips.Load(), rc.commands.Load(), sql.Load()
+		do()
+		if d := rc.roundTrips.Load() - rt; d != 1 {
+			t.Errorf("%s: %d Redis round trips, want 1", what, d)
+		}
+		if d := rc.commands.Load() - cmds; d != 1 {
+			t.Errorf("%s: %d Redis commands, want 1 (the script)", what, d)
+		}
+		if d := sql.Load() - q; d != 0 {
+			t.Errorf("%s: %d SQL statements, want 0", what, d)
+		}
+	}
+	measure("wrong code", func() { wantStatus(t, "wrong", l.verify(t, ch.ID, wrong(code)), "REJECTED", 2) })
+	measure("right code", func() { wantStatus(t, "right", l.verify(t, ch.ID, code), "APPROVED", 2) })
+	if _, ok := rc.names.Load("evalsha"); !ok {
+		t.Error("verify did not run the script by EVALSHA")
+	}
 }
