@@ -248,7 +248,9 @@ func (c config) tokens() (*auth.Tokens, error) {
 }
 
 // dataDirSecret reads DATA_DIR/name, creating it with 32 random bytes
-// (hex) the first time.
+// (hex) the first time. The file is written whole under a temporary name
+// and linked into place, so a process starting at the same moment never
+// reads half a secret.
 func dataDirSecret(dir, name string) ([]byte, error) {
 	path := filepath.Join(dir, name)
 	if b, err := os.ReadFile(path); err == nil {
@@ -263,19 +265,27 @@ func dataDirSecret(dir, name string) ([]byte, error) {
 	if _, err := rand.Read(raw); err != nil {
 		return nil, err
 	}
-	secret := []byte(hex.EncodeToString(raw))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return dataDirSecret(dir, name) // another process won the race
-	}
+	tmp, err := os.CreateTemp(dir, "."+name+"-*")
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", path, err)
 	}
-	defer f.Close()
-	if _, err := f.Write(secret); err != nil {
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(hex.EncodeToString(raw)); err != nil {
+		tmp.Close()
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	return secret, nil
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	// Whoever linked first won; everyone reads the same secret.
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return []byte(strings.TrimSpace(string(b))), nil
 }
 
 func main() {

@@ -1086,8 +1086,8 @@ type User {
 type UserTwoFactor {
   web: Boolean!
   manager: Boolean!
-  "Until when 2FA is locked after failed attempts, per app; null when not locked."
-  lockedUntil: UserTwoFactorLocks!
+  "Until when 2FA is locked after failed attempts, per app. Null (with an error) only when the lock store is unreachable."
+  lockedUntil: UserTwoFactorLocks
 }
 
 type UserTwoFactorLocks {
@@ -4232,10 +4232,10 @@ func (ec *executionContext) _UserTwoFactor_lockedUntil(ctx context.Context, fiel
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.UserTwoFactorLocks) graphql.Marshaler {
-			return ec.marshalNUserTwoFactorLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorLocks(ctx, selections, v)
+			return ec.marshalOUserTwoFactorLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorLocks(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_UserTwoFactor_lockedUntil(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -7021,7 +7021,7 @@ func (ec *executionContext) _UserTwoFactor(ctx context.Context, sel ast.Selectio
 			}
 		case "lockedUntil":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
+				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._UserTwoFactor_lockedUntil(ctx, field, obj)
 				})
@@ -7852,14 +7852,6 @@ func (ec *executionContext) marshalNUserTwoFactor2ᚖgithubᚗcomᚋtwofactorᚋ
 	return ec._UserTwoFactor(ctx, sel, v)
 }
 
-func (ec *executionContext) marshalNUserTwoFactorLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorLocks(ctx context.Context, sel ast.SelectionSet, v *model.UserTwoFactorLocks) graphql.Marshaler {
-	if v == nil {
-		graphql.AddInvalidNullError(ctx, "UserTwoFactorLocks!")
-		return graphql.Null
-	}
-	return ec._UserTwoFactorLocks(ctx, sel, v)
-}
-
 func (ec *executionContext) unmarshalNVerifyChallengeInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengeInput(ctx context.Context, v any) (model.VerifyChallengeInput, error) {
 	res, err := ec.unmarshalInputVerifyChallengeInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -8371,6 +8363,13 @@ func (ec *executionContext) marshalOUser2ᚖgithubᚗcomᚋtwofactorᚋservice�
 		return graphql.Null
 	}
 	return ec._User(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOUserTwoFactorLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorLocks(ctx context.Context, sel ast.SelectionSet, v *model.UserTwoFactorLocks) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._UserTwoFactorLocks(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalO__EnumValue2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐEnumValueᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.EnumValue) graphql.Marshaler {

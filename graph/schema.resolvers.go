@@ -7,11 +7,9 @@ package graph
 
 import (
 	"context"
-
 	"errors"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"time"
 
+	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/twofactor/service/graph/model"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
@@ -259,15 +257,16 @@ func (r *userTwoFactorResolver) LockedUntil(ctx context.Context, obj *model.User
 	if err != nil {
 		return nil, r.toGQL(ctx, err)
 	}
+	locks, err := r.ChallengeService.Locks(ctx, c.Company, obj.UserID)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
 	out := &model.UserTwoFactorLocks{}
-	for app, dst := range map[users.App]**time.Time{users.Web: &out.Web, users.Manager: &out.Manager} {
-		until, locked, err := r.ChallengeService.LockedUntil(ctx, c.Company, obj.UserID, app)
-		if err != nil {
-			return nil, r.toGQL(ctx, err)
-		}
-		if locked {
-			*dst = &until
-		}
+	if t, ok := locks[users.Web]; ok {
+		out.Web = &t
+	}
+	if t, ok := locks[users.Manager]; ok {
+		out.Manager = &t
 	}
 	return out, nil
 }

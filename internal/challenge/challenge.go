@@ -539,17 +539,23 @@ func (s *Service) Unlock(ctx context.Context, c auth.Caller, userID string, app 
 	return u, nil
 }
 
-// LockedUntil tells whether a user's 2FA is locked for app, and until when.
-func (s *Service) LockedUntil(ctx context.Context, company, userID string, app users.App) (time.Time, bool, error) {
-	until, err := s.Redis.Get(ctx, keysFor(company, userID).lock(string(app))).Int64()
-	if errors.Is(err, redis.Nil) {
-		return time.Time{}, false, nil
-	}
+// Locks tells until when a user's 2FA is locked, per app; a zero time
+// means not locked. Both keys share the user's hash tag: one MGET.
+func (s *Service) Locks(ctx context.Context, company, userID string) (map[users.App]time.Time, error) {
+	k := keysFor(company, userID)
+	apps := []users.App{users.Web, users.Manager}
+	vals, err := s.Redis.MGet(ctx, k.lock(string(apps[0])), k.lock(string(apps[1]))).Result()
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("lock state: %w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("lock state: %w: %v", ErrUnavailable, err)
 	}
-	t := time.UnixMilli(until).UTC()
-	return t, t.After(s.Now()), nil
+	out := make(map[users.App]time.Time, len(apps))
+	now := s.Now()
+	for i, app := range apps {
+		if t := time.UnixMilli(num(vals[i])).UTC(); t.After(now) {
+			out[app] = t
+		}
+	}
+	return out, nil
 }
 
 // subject is whom a request is about: user-role callers only themselves,

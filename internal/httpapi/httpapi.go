@@ -65,7 +65,8 @@ func New(cfg Config) http.Handler {
 		defer cancel()
 		if err := cfg.Ready(ctx); err != nil {
 			cfg.Logger.WarnContext(ctx, "not ready", "err", err)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+			// Details (addresses, driver errors) stay in the log.
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -133,6 +133,14 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open redis: REDIS_URL: %w", err)
 	}
+	// Codes fail closed when Redis is away; fail fast too, rather than
+	// holding requests through go-redis's generous default retries.
+	if !strings.Contains(url, "dial_timeout") {
+		opts.DialTimeout = time.Second
+	}
+	if !strings.Contains(url, "max_retries") {
+		opts.MaxRetries = 1
+	}
 	c := redis.NewClient(opts)
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()
