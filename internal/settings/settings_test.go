@@ -11,49 +11,13 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/audit/audittest"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/testenv"
 	"github.com/twofactor/service/internal/validation"
 	"github.com/twofactor/service/models"
 )
-
-var errInjected = errors.New("injected audit failure")
-
-// failingLog writes the real audit row, checks the change and the row are
-// both in the transaction, and then fails: the failure comes after
-// everything the change wrote.
-type failingLog struct {
-	*audit.Log
-	t         *testing.T
-	inTx      func(tx *gorm.DB) // asserts the change is visible in tx
-	writes    int
-	announced int
-}
-
-func (f *failingLog) Write(tx *gorm.DB, e *audit.Event) error {
-	f.t.Helper()
-	if err := f.Log.Write(tx, e); err != nil {
-		return err
-	}
-	f.writes++
-	var n int64
-	if err := tx.Model(&models.AuditEvent{}).Where("id = ?", e.ID).Count(&n).Error; err != nil || n != 1 {
-		f.t.Errorf("the audit row is not in the transaction: n=%d err=%v", n, err)
-	}
-	if f.inTx != nil {
-		f.inTx(tx)
-	}
-	return errInjected
-}
-
-func (f *failingLog) Announce(_ context.Context, events ...*audit.Event) {
-	for _, e := range events {
-		if e != nil {
-			f.announced++
-		}
-	}
-}
 
 type env struct {
 	db   *gorm.DB
@@ -134,20 +98,20 @@ func TestAuditFailureUndoesTheChange(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				fl := &failingLog{Log: e.log, t: t}
-				fl.inTx = func(tx *gorm.DB) {
+				fl := &audittest.FailingLog{Log: e.log, T: t}
+				fl.InTx = func(tx *gorm.DB) {
 					if !tc.inTx(e.current(t, tx)) {
 						t.Error("the change is not in the transaction when the audit row is written")
 					}
 				}
 				err := tc.change(settings.NewService(e.db, fl), e.root)
-				if !errors.Is(err, errInjected) {
+				if !errors.Is(err, audittest.ErrInjected) {
 					t.Fatalf("err = %v, want the injected failure", err)
 				}
-				if fl.writes != 1 {
-					t.Fatalf("audit writes = %d, want 1", fl.writes)
+				if fl.Writes != 1 {
+					t.Fatalf("audit writes = %d, want 1", fl.Writes)
 				}
-				if fl.announced != 0 {
+				if fl.Announced != 0 {
 					t.Errorf("a rolled-back row was announced")
 				}
 				if n := e.auditRows(t); n != 0 {

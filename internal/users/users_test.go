@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/audit/audittest"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/testenv"
@@ -19,41 +20,6 @@ import (
 	"github.com/twofactor/service/internal/validation"
 	"github.com/twofactor/service/models"
 )
-
-var errInjected = errors.New("injected audit failure")
-
-// failingLog writes the real audit row, checks that the change and the
-// row are both in the transaction, and then fails.
-type failingLog struct {
-	*audit.Log
-	t         *testing.T
-	inTx      func(tx *gorm.DB)
-	writes    int
-	announced int
-}
-
-func (f *failingLog) Write(tx *gorm.DB, e *audit.Event) error {
-	if err := f.Log.Write(tx, e); err != nil {
-		return err
-	}
-	f.writes++
-	var n int64
-	if err := tx.Model(&models.AuditEvent{}).Where("id = ?", e.ID).Count(&n).Error; err != nil || n != 1 {
-		f.t.Errorf("the audit row is not in the transaction: n=%d err=%v", n, err)
-	}
-	if f.inTx != nil {
-		f.inTx(tx)
-	}
-	return errInjected
-}
-
-func (f *failingLog) Announce(_ context.Context, events ...*audit.Event) {
-	for _, e := range events {
-		if e != nil {
-			f.announced++
-		}
-	}
-}
 
 type env struct {
 	db       *gorm.DB
@@ -98,19 +64,19 @@ func (e env) userRow(t *testing.T, tx *gorm.DB, id string) (models.User, bool) {
 
 func TestCreateAuditFailureLeavesNothing(t *testing.T) {
 	e := newEnv(t)
-	fl := &failingLog{Log: e.log, t: t}
-	fl.inTx = func(tx *gorm.DB) {
+	fl := &audittest.FailingLog{Log: e.log, T: t}
+	fl.InTx = func(tx *gorm.DB) {
 		if _, ok := e.userRow(t, tx, "u1"); !ok {
 			t.Error("the new user is not in the transaction when the audit row is written")
 		}
 	}
 	_, err := users.NewService(e.db, fl, e.settings).Create(context.Background(), e.admin,
 		users.NewUser{ID: "u1", Email: "u1@example.com", DisplayName: "User One"})
-	if !errors.Is(err, errInjected) {
+	if !errors.Is(err, audittest.ErrInjected) {
 		t.Fatalf("err = %v, want the injected failure", err)
 	}
-	if fl.writes != 1 || fl.announced != 0 {
-		t.Errorf("writes = %d, announced = %d; want 1, 0", fl.writes, fl.announced)
+	if fl.Writes != 1 || fl.Announced != 0 {
+		t.Errorf("writes = %d, announced = %d; want 1, 0", fl.Writes, fl.Announced)
 	}
 	if _, ok := e.userRow(t, e.db, "u1"); ok {
 		t.Error("the user exists after the failure")
@@ -144,19 +110,19 @@ func TestSetTwoFactorAuditFailureLeavesNothing(t *testing.T) {
 				before, _ := e.userRow(t, e.db, "u1")
 				rows := e.count(t, &models.AuditEvent{})
 
-				fl := &failingLog{Log: e.log, t: t}
-				fl.inTx = func(tx *gorm.DB) {
+				fl := &audittest.FailingLog{Log: e.log, T: t}
+				fl.InTx = func(tx *gorm.DB) {
 					r, _ := e.userRow(t, tx, "u1")
 					if got := map[users.App]bool{users.Web: r.TwoFactorWeb, users.Manager: r.TwoFactorManager}[app]; got != enabled {
 						t.Error("the switch is not changed in the transaction when the audit row is written")
 					}
 				}
 				_, err := users.NewService(e.db, fl, e.settings).SetTwoFactor(context.Background(), e.admin, "u1", app, enabled)
-				if !errors.Is(err, errInjected) {
+				if !errors.Is(err, audittest.ErrInjected) {
 					t.Fatalf("err = %v, want the injected failure", err)
 				}
-				if fl.writes != 1 || fl.announced != 0 {
-					t.Errorf("writes = %d, announced = %d; want 1, 0", fl.writes, fl.announced)
+				if fl.Writes != 1 || fl.Announced != 0 {
+					t.Errorf("writes = %d, announced = %d; want 1, 0", fl.Writes, fl.Announced)
 				}
 				after, _ := e.userRow(t, e.db, "u1")
 				if after.TwoFactorWeb != before.TwoFactorWeb || after.TwoFactorManager != before.TwoFactorManager || !after.UpdatedAt.Equal(before.UpdatedAt) {
