@@ -47,3 +47,19 @@ type AuditEvent struct {
 	Details        string    `gorm:"not null"`
 	CreatedAt      time.Time `gorm:"not null"`
 }
+
+// Nullable stores an empty string as NULL.
+func Nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// Value reads a nullable column, NULL as "".
+func Value(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

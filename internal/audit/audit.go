@@ -111,9 +111,9 @@ func (l *Log) Write(tx *gorm.DB, e *Event) error {
 		CompanyID: e.Company,
 		Action:    string(e.Action),
 		ActorID:   e.Actor.ID,
-		ActorName: optional(e.Actor.Name),
+		ActorName: models.Nullable(e.Actor.Name),
 		ActorRole: string(e.Actor.Role),
-		App:       optional(e.App),
+		App:       models.Nullable(e.App),
 		Details:   string(e.Details),
 	}
 	if row.Details == "" {
@@ -121,7 +121,7 @@ func (l *Log) Write(tx *gorm.DB, e *Event) error {
 	}
 	if e.Target != nil {
 		row.TargetUserID = &e.Target.ID
-		row.TargetUserName = optional(e.Target.Name)
+		row.TargetUserName = models.Nullable(e.Target.Name)
 	}
 	if err := tx.Create(&row).Error; err != nil {
 		return fmt.Errorf("write audit event: %w", err)
@@ -163,27 +163,13 @@ func fromRow(r models.AuditEvent) Event {
 		ID:        r.ID,
 		Company:   r.CompanyID,
 		Action:    Action(r.Action),
-		Actor:     Party{ID: r.ActorID, Name: deref(r.ActorName), Role: auth.Role(r.ActorRole)},
-		App:       deref(r.App),
+		Actor:     Party{ID: r.ActorID, Name: models.Value(r.ActorName), Role: auth.Role(r.ActorRole)},
+		App:       models.Value(r.App),
 		Details:   json.RawMessage(r.Details),
 		CreatedAt: r.CreatedAt.UTC(),
 	}
 	if r.TargetUserID != nil {
-		e.Target = &Party{ID: *r.TargetUserID, Name: deref(r.TargetUserName)}
+		e.Target = &Party{ID: *r.TargetUserID, Name: models.Value(r.TargetUserName)}
 	}
 	return e
-}
-
-func optional(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

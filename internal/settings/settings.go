@@ -149,7 +149,7 @@ func (s *Service) UpdateGeneral(ctx context.Context, c auth.Caller, u GeneralUpd
 			ch.Before["contactPerson"], ch.After["contactPerson"] = before, u.Contact
 			row.ContactName, row.ContactEmail, row.ContactPhone = nil, nil, nil
 			if cp := u.Contact; cp != nil {
-				row.ContactName, row.ContactEmail, row.ContactPhone = &cp.Name, optional(cp.Email), optional(cp.Phone)
+				row.ContactName, row.ContactEmail, row.ContactPhone = &cp.Name, models.Nullable(cp.Email), models.Nullable(cp.Phone)
 			}
 		}
 		return ch
@@ -231,7 +231,7 @@ func contactOf(r models.CompanySettings) *ContactPerson {
 	if r.ContactName == nil {
 		return nil
 	}
-	return &ContactPerson{Name: *r.ContactName, Email: deref(r.ContactEmail), Phone: deref(r.ContactPhone)}
+	return &ContactPerson{Name: *r.ContactName, Email: models.Value(r.ContactEmail), Phone: models.Value(r.ContactPhone)}
 }
 
 func sameContact(a, b *ContactPerson) bool {
@@ -239,18 +239,4 @@ func sameContact(a, b *ContactPerson) bool {
 		return a == b
 	}
 	return *a == *b
-}
-
-func optional(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

@@ -117,9 +117,9 @@ func (s *Service) Create(ctx context.Context, c auth.Caller, n NewUser) (User, e
 	row := models.User{
 		CompanyID:        c.Company,
 		ID:               n.ID,
-		Email:            optional(n.Email),
-		Phone:            optional(n.Phone),
-		DisplayName:      optional(n.DisplayName),
+		Email:            models.Nullable(n.Email),
+		Phone:            models.Nullable(n.Phone),
+		DisplayName:      models.Nullable(n.DisplayName),
 		TwoFactorWeb:     defaults.DefaultWeb,
 		TwoFactorManager: defaults.DefaultManager,
 	}
@@ -320,9 +320,9 @@ func fromRow(r models.User) User {
 	return User{
 		Company:          r.CompanyID,
 		ID:               r.ID,
-		Email:            deref(r.Email),
-		Phone:            deref(r.Phone),
-		DisplayName:      deref(r.DisplayName),
+		Email:            models.Value(r.Email),
+		Phone:            models.Value(r.Phone),
+		DisplayName:      models.Value(r.DisplayName),
 		TwoFactorWeb:     r.TwoFactorWeb,
 		TwoFactorManager: r.TwoFactorManager,
 		CreatedAt:        r.CreatedAt.UTC(),
@@ -331,18 +331,4 @@ func fromRow(r models.User) User {
 
 func escapeLike(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
-}
-
-func optional(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
