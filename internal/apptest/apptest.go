@@ -37,6 +37,8 @@ type Server struct {
 	Clock *Clock
 	// Outbox holds what the default senders were asked to deliver.
 	Outbox *Outbox
+
+	opts app.Options // what the app was built with; StartPeer reuses it
 }
 
 // Start runs the service on fresh backends until the test ends. tweak, if
@@ -65,14 +67,24 @@ func Start(t testing.TB, tweak ...func(*app.Options)) *Server {
 	for _, f := range tweak {
 		f(&opts)
 	}
+	s.opts = opts
+	s.App, s.URL = serve(t, opts)
+	return s
+}
+
+// serve builds the app and runs it on an httptest server until the test
+// ends. Cleanups run last-in first-out: the app's live streams end first,
+// then the server, then (registered earlier by testenv) the backends.
+func serve(t testing.TB, opts app.Options) (*app.App, string) {
+	t.Helper()
 	a, err := app.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(a.Handler)
 	t.Cleanup(ts.Close)
-	s.App, s.URL = a, ts.URL
-	return s
+	t.Cleanup(a.Close)
+	return a, ts.URL
 }
 
 // Token signs a token for c valid for an hour.
