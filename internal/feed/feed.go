@@ -182,6 +182,11 @@ func (h *Hub) join(ctx context.Context, name string, s *sub) (*company, int64, e
 	c.subs[s] = struct{}{}
 	last := c.last
 	c.mu.Unlock()
+	// Read the table now: rows whose notice was lost are past last, and a
+	// resuming client's replay stops at last, so without this read they
+	// would wait for the next notice or poll (issue 4: a client that
+	// resumes gets what pub/sub lost).
+	c.poke()
 	return c, last, nil
 }
 
@@ -381,6 +386,11 @@ func Stream[T any](ctx context.Context, h *Hub, r Request, convert func(audit.Ev
 	if err := r.Caller.Require(auth.RoleAdmin); err != nil {
 		return nil, fmt.Errorf("subscribe to audit feed: %w", err)
 	}
+	// Tokens verify with some leeway past their expiry; a stream must not
+	// replay anything to one that has already expired.
+	if exp := r.Caller.ExpiresAt; !exp.IsZero() && !time.Now().Before(exp) {
+		return nil, fmt.Errorf("subscribe to audit feed: %w", ErrExpired)
+	}
 	company := r.Caller.Company
 	s := &sub{buf: make(chan audit.Event, h.opts.Buffer), failed: make(chan struct{})}
 	c, joined, err := h.join(ctx, company, s)
@@ -398,6 +408,13 @@ func Stream[T any](ctx context.Context, h *Hub, r Request, convert func(audit.Ev
 			expired = t.C
 		}
 		send := func(e audit.Event) error {
+			// A select picks at random among ready cases: look at the
+			// expiry first, or an expired stream could keep sending.
+			select {
+			case <-expired:
+				return ErrExpired
+			default:
+			}
 			select {
 			case out <- convert(e):
 				return nil
