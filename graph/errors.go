@@ -49,6 +49,11 @@ func (r *Resolver) toGQL(ctx context.Context, err error) error {
 	case errors.As(err, &verr):
 		e.Message, e.Extensions["code"] = verr.Error(), CodeBadUserInput
 		e.Extensions["userErrors"] = userErrors(verr, "")
+	case errors.Is(err, feed.ErrExpired), errors.Is(err, feed.ErrShutdown), errors.Is(err, feed.ErrTooSlow):
+		// A subscription refused for a reason its stream could also end
+		// with: the same code, so clients handle both alike.
+		se := r.streamError(ctx, err)
+		e.Message, e.Extensions["code"] = se.Message, se.Extensions["code"]
 	default:
 		r.Logger.ErrorContext(ctx, "resolver failed", "path", graphql.GetPath(ctx).String(), "err", err)
 		e.Message, e.Extensions["code"] = "internal error", CodeInternal

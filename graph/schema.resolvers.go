@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/twofactor/service/graph/model"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
@@ -242,9 +241,7 @@ func (r *subscriptionResolver) AuditEventAdded(ctx context.Context, filter *mode
 			return nil, r.toGQL(ctx, err)
 		}
 	}
-	ch, err := feed.Stream(ctx, r.Feed, req, toAuditEdge, func(err error) {
-		transport.AddSubscriptionError(ctx, r.streamError(ctx, err))
-	})
+	ch, err := feed.Stream(ctx, r.Feed, req, toAuditEdge, func(err error) { r.endStream(ctx, err) })
 	if err != nil {
 		return nil, r.toGQL(ctx, err)
 	}

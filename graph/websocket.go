@@ -5,10 +5,14 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/coder/websocket"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/twofactor/service/internal/auth"
 )
@@ -56,7 +60,7 @@ func (o WebsocketOptions) transport() transport.Websocket {
 				ctx = transport.WithWebsocketCloseCode(ctx, closeForbidden)
 				return transport.AppendCloseReason(ctx, "Forbidden"), nil, err
 			}
-			return auth.WithCaller(ctx, c), nil, nil
+			return context.WithValue(auth.WithCaller(ctx, c), onWebsocket{}, true), nil, nil
 		},
 	}
 }
@@ -122,4 +126,66 @@ func (c *websocketConn) SetReadDeadline(t time.Time) error {
 		return d.SetReadDeadline(t)
 	}
 	return nil
+}
+
+// onWebsocket marks contexts of websocket connections, the only transport
+// with a channel for an error that ends a subscription.
+type onWebsocket struct{}
+
+// endStream reports why a live stream ended early. On a websocket it is the
+// protocol's error message. Elsewhere (SSE) transport.AddSubscriptionError
+// would dereference a nil pointer, in the stream's goroutine, killing the
+// process; the error goes out as the stream's last response instead.
+func (r *Resolver) endStream(ctx context.Context, err error) {
+	gerr := r.streamError(ctx, err)
+	if ctx.Value(onWebsocket{}) != nil {
+		transport.AddSubscriptionError(ctx, gerr)
+		return
+	}
+	if end, ok := ctx.Value(streamEndKey{}).(*streamEnd); ok {
+		end.set(gerr)
+	}
+}
+
+type streamEndKey struct{}
+
+// streamEnd holds the error a subscription ended with until its response
+// handler hands it out, once.
+type streamEnd struct {
+	mu  sync.Mutex
+	err *gqlerror.Error
+}
+
+func (e *streamEnd) set(err *gqlerror.Error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.err = err
+}
+
+func (e *streamEnd) take() *gqlerror.Error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	err := e.err
+	e.err = nil
+	return err
+}
+
+// streamEnds is an operation interceptor: when a subscription's responses
+// run out and endStream left an error, that error is the last response.
+func streamEnds(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	oc := graphql.GetOperationContext(ctx)
+	if oc.Operation == nil || oc.Operation.Operation != ast.Subscription {
+		return next(ctx)
+	}
+	end := &streamEnd{}
+	responses := next(context.WithValue(ctx, streamEndKey{}, end))
+	return func(ctx context.Context) *graphql.Response {
+		if resp := responses(ctx); resp != nil {
+			return resp
+		}
+		if err := end.take(); err != nil {
+			return &graphql.Response{Errors: gqlerror.List{err}}
+		}
+		return nil
+	}
 }
