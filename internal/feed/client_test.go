@@ -35,7 +35,7 @@ const wait = 20 * time.Second
 const subscription = `subscription($filter: AuditLogFilter, $after: String) {
   auditEventAdded(filter: $filter, after: $after) {
     cursor
-    node { id action actor { id } targetUser { id } app }
+    node { id action actor { id } targetUser { id } app details }
   }
 }`
 
@@ -295,6 +295,19 @@ func (c *wsClient) edges(id string, n int) []edge {
 		out = append(out, *e)
 	}
 	return out
+}
+
+// until reads id's events up to and including event eventID.
+func (c *wsClient) until(id, eventID string) []edge {
+	c.t.Helper()
+	var out []edge
+	for {
+		e := c.edges(id, 1)[0]
+		out = append(out, e)
+		if e.Node.ID == eventID {
+			return out
+		}
+	}
 }
 
 // ending reads id's events until the operation ends, and returns them with
