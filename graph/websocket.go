@@ -129,21 +129,18 @@ func (c *websocketConn) SetReadDeadline(t time.Time) error {
 }
 
 // onWebsocket marks contexts of websocket connections, the only transport
-// with a channel for an error that ends a subscription.
+// with a message for an error that ends a subscription.
 type onWebsocket struct{}
 
-// endStream reports why a live stream ended early. On a websocket it is the
-// protocol's error message. Elsewhere (SSE) transport.AddSubscriptionError
-// would dereference a nil pointer, in the stream's goroutine, killing the
-// process; the error goes out as the stream's last response instead.
+// endStream records why a live stream ended early. The stream's goroutine
+// calls it; streamEnds hands the error to the transport from the
+// transport's own goroutine. Calling transport.AddSubscriptionError here
+// instead would race with gqlgen reading the errors when the connection
+// closes at the same moment, and outside websockets (SSE) it dereferences
+// a nil pointer and kills the process.
 func (r *Resolver) endStream(ctx context.Context, err error) {
-	gerr := r.streamError(ctx, err)
-	if ctx.Value(onWebsocket{}) != nil {
-		transport.AddSubscriptionError(ctx, gerr)
-		return
-	}
 	if end, ok := ctx.Value(streamEndKey{}).(*streamEnd); ok {
-		end.set(gerr)
+		end.set(r.streamError(ctx, err))
 	}
 }
 
@@ -171,7 +168,8 @@ func (e *streamEnd) take() *gqlerror.Error {
 }
 
 // streamEnds is an operation interceptor: when a subscription's responses
-// run out and endStream left an error, that error is the last response.
+// run out and endStream left an error, a websocket sends the protocol's
+// error message, and other transports get the error as a last response.
 func streamEnds(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	oc := graphql.GetOperationContext(ctx)
 	if oc.Operation == nil || oc.Operation.Operation != ast.Subscription {
@@ -183,9 +181,17 @@ func streamEnds(ctx context.Context, next graphql.OperationHandler) graphql.Resp
 		if resp := responses(ctx); resp != nil {
 			return resp
 		}
-		if err := end.take(); err != nil {
+		err := end.take()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Value(onWebsocket{}) != nil:
+			// This is the transport's goroutine, which reads the errors
+			// once the responses end.
+			transport.AddSubscriptionError(ctx, err)
+			return nil
+		default:
 			return &graphql.Response{Errors: gqlerror.List{err}}
 		}
-		return nil
 	}
 }

@@ -156,6 +156,11 @@ func TestTokenExpiryEndsTheStream(t *testing.T) {
 			c.init(map[string]any{"Authorization": "Bearer " + tok})
 			c.primed(s, co, "1")
 			c.failure("1", "TOKEN_EXPIRED")
+			// The protocol's message for an operation that failed, which
+			// the npm client hands to the sink's error callback.
+			if c.ended != "error" {
+				t.Fatalf("stream ended with a %s message, want error", c.ended)
+			}
 		})
 	}
 }

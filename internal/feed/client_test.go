@@ -101,6 +101,7 @@ type wsClient struct {
 	conn    *websocket.Conn
 	proto   string
 	pending map[string][]message // read but not yet asked for, by id
+	ended   string               // the type of the message that ended the last operation
 }
 
 // dial opens a websocket to s's /query; the HTTP response comes back too,
@@ -268,6 +269,7 @@ func (c *wsClient) outcome(id string) (e *edge, errs []gqlError, done bool) {
 			if end := c.nextFor(id); end.Type != "complete" {
 				c.t.Fatalf("after an error response got %s %s, want complete", end.Type, end.Payload)
 			}
+			c.ended = m.Type
 			return nil, r.Errors, true
 		}
 		return &r.Data.AuditEventAdded, nil, false
@@ -275,8 +277,10 @@ func (c *wsClient) outcome(id string) (e *edge, errs []gqlError, done bool) {
 		if err := json.Unmarshal(m.Payload, &errs); err != nil {
 			c.t.Fatalf("decode error payload %s: %v", m.Payload, err)
 		}
+		c.ended = m.Type
 		return nil, errs, true
 	case "complete":
+		c.ended = m.Type
 		return nil, nil, true
 	}
 	c.t.Fatalf("unexpected message %s %s", m.Type, m.Payload)
@@ -325,7 +329,7 @@ func (c *wsClient) ending(id string) ([]edge, []gqlError) {
 }
 
 // failure reads id's events until it ends and asserts it ended with one
-// error of code; the events before are returned.
+// error of code; the events before are returned. See ended for how.
 func (c *wsClient) failure(id, code string) []edge {
 	c.t.Helper()
 	got, errs := c.ending(id)

@@ -118,8 +118,8 @@ func TestSlowSubscriberIsCutOff(t *testing.T) {
 				var edges []edge
 				edges, errs = slow.ending("slow")
 				got = ids(edges)
-				if !slices.Equal(codes(errs), []string{tc.code}) {
-					t.Fatalf("slow subscriber ended with %+v, want %s", errs, tc.code)
+				if !slices.Equal(codes(errs), []string{tc.code}) || slow.ended != "error" {
+					t.Fatalf("slow subscriber ended with %s %+v, want an error message %s", slow.ended, errs, tc.code)
 				}
 			} else {
 				for {
