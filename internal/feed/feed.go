@@ -49,6 +49,7 @@ const (
 	defaultBuffer = 256
 	defaultPoll   = 5 * time.Second
 	batch         = 500
+	notifyTimeout = 250 * time.Millisecond
 	channelPrefix = "2fa:audit:"
 )
 
@@ -89,6 +90,13 @@ func NewHub(rdb *redis.Client, src Source, log *slog.Logger, opts Options) *Hub 
 // Notify tells every instance that company's log has a new row. It is
 // called after the row's transaction commits.
 func (h *Hub) Notify(ctx context.Context, company string, id int64) error {
+	// The notice runs in the request that made the change, after its
+	// commit. It must go out even if that request's client has gone
+	// (WithoutCancel), and a Redis that is away must not hold the request
+	// through the client's dial retries (seconds per event): a lost notice
+	// only delays live delivery until the next notice or poll.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), notifyTimeout)
+	defer cancel()
 	if err := h.rdb.Publish(ctx, channelPrefix+company, strconv.FormatInt(id, 10)).Err(); err != nil {
 		return fmt.Errorf("publish audit notice: %w", err)
 	}
