@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,6 +238,23 @@ func (h *Hub) watch(c *company) {
 		h.log.Error("watch audit feed", "company", c.name, "err", c.err)
 		return
 	}
+	select {
+	case <-c.stop:
+		// Everyone left before the SUBSCRIBE was confirmed, so leave's
+		// UNSUBSCRIBE may have gone out first: undo ours, unless a newcomer
+		// for the company now owns the channel.
+		h.mu.Lock()
+		if _, watched := h.companies[c.name]; !watched && h.ps != nil && !h.closed {
+			ctx, cancel := context.WithTimeout(h.ctx, 2*time.Second)
+			if err := h.ps.Unsubscribe(ctx, ch); err != nil {
+				h.log.Warn("unsubscribe audit feed", "company", c.name, "err", err)
+			}
+			cancel()
+		}
+		h.mu.Unlock()
+		return
+	default:
+	}
 	tick := time.NewTicker(h.opts.Poll)
 	defer tick.Stop()
 	for {
@@ -320,15 +338,23 @@ func (h *Hub) subscribe(ch string) error {
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 	defer cancel()
-	if err := ps.Subscribe(ctx, ch); err != nil {
-		return fmt.Errorf("subscribe to audit feed: %w", err)
+	err := ps.Subscribe(ctx, ch)
+	if err == nil {
+		select {
+		case <-wait:
+			return nil
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	}
-	select {
-	case <-wait:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("subscribe to audit feed: %w", ctx.Err())
+	// Nobody will wait on this channel again.
+	h.mu.Lock()
+	h.waiters[ch] = slices.DeleteFunc(h.waiters[ch], func(w chan struct{}) bool { return w == wait })
+	if len(h.waiters[ch]) == 0 {
+		delete(h.waiters, ch)
 	}
+	h.mu.Unlock()
+	return fmt.Errorf("subscribe to audit feed: %w", err)
 }
 
 // receive reads the hub's Redis subscription. After a connection loss
