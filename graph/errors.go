@@ -26,6 +26,7 @@ const (
 	CodeBadUserInput    = "BAD_USER_INPUT"
 	CodeInternal        = "INTERNAL"
 	CodeUnavailable     = "UNAVAILABLE"
+	CodeTokenExpired    = "TOKEN_EXPIRED"
 )
 
 // toGQL turns a domain error into a GraphQL error with extensions.code.
@@ -68,7 +69,7 @@ func (r *Resolver) streamError(ctx context.Context, err error) *gqlerror.Error {
 	case errors.Is(err, feed.ErrTooSlow):
 		code = "SUBSCRIBER_TOO_SLOW"
 	case errors.Is(err, feed.ErrExpired):
-		code = "TOKEN_EXPIRED"
+		code = CodeTokenExpired
 	case errors.Is(err, feed.ErrShutdown):
 		code = "SHUTTING_DOWN"
 	default:

@@ -49,6 +49,7 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
 	srv.Use(depthLimit{max: limits.MaxDepth})
 	srv.Use(oneChallengePerOperation{})
+	srv.AroundOperations(expiredOnWebsocket)
 	srv.AroundOperations(streamEnds)
 	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
 		r.Logger.ErrorContext(ctx, "resolver panicked", "panic", fmt.Sprint(p))

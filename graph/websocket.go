@@ -15,6 +15,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/feed"
 )
 
 // Websocket close codes of the graphql-transport-ws protocol.
@@ -194,4 +195,21 @@ func streamEnds(ctx context.Context, next graphql.OperationHandler) graphql.Resp
 			return &graphql.Response{Errors: gqlerror.List{err}}
 		}
 	}
+}
+
+// expiredOnWebsocket refuses operations on a websocket whose token has
+// expired since connection_init. The token is checked once per connection,
+// and the socket also carries queries and mutations: without this, a
+// connection opened with a token would run them for as long as it stays
+// open. (Subscriptions already running end on their own; see feed.Stream.)
+func expiredOnWebsocket(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	if ctx.Value(onWebsocket{}) != nil {
+		if c, err := auth.FromContext(ctx); err == nil && !c.ExpiresAt.IsZero() && !time.Now().Before(c.ExpiresAt) {
+			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{
+				Message:    feed.ErrExpired.Error(),
+				Extensions: map[string]any{"code": CodeTokenExpired},
+			}}})
+		}
+	}
+	return next(ctx)
 }

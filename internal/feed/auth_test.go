@@ -1,8 +1,13 @@
 package feed_test
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -246,5 +251,56 @@ func TestAnotherCompanysEventsNeverAppear(t *testing.T) {
 	// The replay covers everything of mine after their first id.
 	if got := ids(c.edges("from theirs", len(want))); !slices.Equal(got, want) {
 		t.Fatalf("stream resumed from another company's cursor got %v, want %v", got, want)
+	}
+}
+
+// The websocket also carries queries and mutations; once the token it was
+// opened with has expired, it runs none of them.
+func TestExpiredWebsocketRunsNothing(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	co := testenv.Company(t)
+	expired, err := s.Tokens.Sign(admin(co), -5*time.Second) // within the verifier's leeway
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		token string
+		code  string // "" for success
+	}{
+		{"valid token", s.Token(t, admin(co)), ""},
+		{"expired token", expired, "TOKEN_EXPIRED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, proto := range []string{transportWS, legacyWS} {
+				c := mustDial(t, s, wsOptions{proto: proto})
+				c.init(map[string]any{"Authorization": "Bearer " + tc.token})
+				user := fmt.Sprintf("ws-%s-%s", strings.ReplaceAll(tc.name, " ", "-"), proto)
+				typ := "subscribe"
+				if proto == legacyWS {
+					typ = "start"
+				}
+				for i, op := range []map[string]any{
+					{"query": `{ twoFactorSettings { defaults { web } } }`},
+					{"query": mCreateUser, "variables": map[string]any{"input": map[string]any{"id": user}}},
+				} {
+					id := strconv.Itoa(i)
+					c.send(typ, id, op)
+					m := c.nextFor(id)
+					var r result
+					if m.Type != "next" && m.Type != "data" || json.Unmarshal(m.Payload, &r) != nil {
+						t.Fatalf("%s %s: got %s %s", proto, op["query"], m.Type, m.Payload)
+					}
+					if got := codes(r.Errors); tc.code == "" && len(got) > 0 || tc.code != "" && !slices.Equal(got, []string{tc.code}) {
+						t.Fatalf("%s %s: errors %+v, want %q", proto, op["query"], r.Errors, tc.code)
+					}
+				}
+				_, err := s.App.Users.Get(context.Background(), admin(co), user)
+				if created := err == nil; created != (tc.code == "") {
+					t.Fatalf("%s: user created: %v (%v)", proto, created, err)
+				}
+			}
+		})
 	}
 }
