@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/apptest"
 	"github.com/twofactor/service/internal/testenv"
 )
@@ -136,5 +139,56 @@ func TestServerSentEvents(t *testing.T) {
 	}
 	if ev := nextSSE(t, events); ev.name != "complete" {
 		t.Fatalf("after the error got %+v, want complete", ev)
+	}
+}
+
+// The server pings graphql-transport-ws peers: one that stops answering is
+// dropped, one that answers stays connected.
+func TestPingPong(t *testing.T) {
+	t.Parallel()
+	const interval = 100 * time.Millisecond
+	s := apptest.Start(t, func(o *app.Options) { o.Websocket.PingInterval = interval })
+	co := testenv.Company(t)
+
+	// readRaw reads one message as is, without answering pings.
+	readRaw := func(c *wsClient) (message, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		var m message
+		err := wsjson.Read(ctx, c.conn, &m)
+		return m, err
+	}
+
+	dead := connect(t, s, admin(co), wsOptions{})
+	dead.primed(s, co, "1")
+	pings := 0
+	for {
+		m, err := readRaw(dead)
+		if err != nil {
+			if pings == 0 {
+				t.Fatalf("connection ended before any ping: %v", err)
+			}
+			break
+		}
+		if m.Type == "ping" {
+			pings++
+		}
+	}
+
+	alive := connect(t, s, admin(co), wsOptions{})
+	alive.primed(s, co, "1")
+	for pings = 0; pings < 5; {
+		m, err := readRaw(alive)
+		if err != nil {
+			t.Fatalf("connection answering pings ended after %d: %v", pings, err)
+		}
+		if m.Type == "ping" {
+			pings++
+			alive.send("pong", "", nil)
+		}
+	}
+	createUsers(t, s, co, "after-pings", 1)
+	if got := alive.edges("1", 1)[0].Node.ID; got != lastID(t, s, co) {
+		t.Fatalf("live peer got %s, want %s", got, lastID(t, s, co))
 	}
 }
