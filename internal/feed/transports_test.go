@@ -140,6 +140,17 @@ func TestServerSentEvents(t *testing.T) {
 	if ev := nextSSE(t, events); ev.name != "complete" {
 		t.Fatalf("after the error got %+v, want complete", ev)
 	}
+
+	// A token already expired, though within the verifier's leeway for
+	// clock skew, gets the error and nothing replayed.
+	expired, err := s.Tokens.Sign(admin(co), -5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events = sse(t, s, expired, map[string]any{"after": cursors[0]})
+	if ev := nextSSE(t, events); ev.name != "next" || ev.data.Data != nil || !slices.Equal(codes(ev.data.Errors), []string{"TOKEN_EXPIRED"}) {
+		t.Fatalf("with an expired token got %+v, want only the error TOKEN_EXPIRED", ev)
+	}
 }
 
 // The server pings graphql-transport-ws peers: one that stops answering is
