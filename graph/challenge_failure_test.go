@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -24,7 +23,6 @@ import (
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/apptest"
 	"github.com/twofactor/service/internal/delivery"
-	"github.com/twofactor/service/internal/store"
 )
 
 // postGQL is Client.Do for goroutines other than the test's: it returns
@@ -351,122 +349,21 @@ func TestChallengeSecretsStayOut(t *testing.T) {
 	}
 }
 
-// tcpProxy forwards connections to a backend until cut.
-type tcpProxy struct {
-	t       *testing.T
-	addr    string
-	backend string
-
-	mu    sync.Mutex
-	l     net.Listener
-	conns map[net.Conn]bool
-}
-
-func newTCPProxy(t *testing.T, backend string) *tcpProxy {
-	t.Helper()
-	p := &tcpProxy{t: t, backend: backend, conns: map[net.Conn]bool{}}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = l.Addr().String()
-	p.serve(l)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *tcpProxy) serve(l net.Listener) {
-	p.mu.Lock()
-	p.l = l
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go p.pipe(c)
-		}
-	}()
-}
-
-func (p *tcpProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.l == nil {
-		return false
-	}
-	p.conns[c] = true
-	return true
-}
-
-func (p *tcpProxy) pipe(c net.Conn) {
-	b, err := net.Dial("tcp", p.backend)
-	if err != nil {
-		_ = c.Close()
-		return
-	}
-	if !p.track(c) || !p.track(b) {
-		_ = c.Close()
-		_ = b.Close()
-		return
-	}
-	go func() { _, _ = io.Copy(b, c); _ = b.Close() }()
-	_, _ = io.Copy(c, b)
-	_ = c.Close()
-}
-
-// cut stops listening and drops every live connection: to the app, Redis
-// is gone.
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.l != nil {
-		_ = p.l.Close()
-		p.l = nil
-	}
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	clear(p.conns)
-}
-
-// restore listens again on the same address.
-func (p *tcpProxy) restore() {
-	p.t.Helper()
-	l, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatalf("proxy: listen again on %s: %v", p.addr, err)
-	}
-	p.serve(l)
-}
-
 // TestChallengeRedisDown: with Redis unreachable, issue and verify fail
 // closed with UNAVAILABLE, never APPROVED; once Redis is back, the same
 // server works again without help. The machine's Redis is shared, so a
 // proxy between the app and Redis is what goes down.
 func TestChallengeRedisDown(t *testing.T) {
 	t.Parallel()
-	var proxy *tcpProxy
-	s := apptest.Start(t, func(o *app.Options) {
-		orig := o.Redis.Options()
-		proxy = newTCPProxy(t, orig.Addr)
-		client := redis.NewClient(&redis.Options{
-			Addr: proxy.addr, DB: orig.DB, Username: orig.Username, Password: orig.Password, Protocol: orig.Protocol,
-			// One dial per attempt keeps the outage short; what fails
-			// closed is the service, whatever the client's retries.
-			DialerRetries: 1,
-		})
-		t.Cleanup(func() { _ = client.Close() })
-		o.Redis = &store.Redis{Client: client}
-	})
+	var proxy *apptest.Proxy
+	s := apptest.Start(t, apptest.RedisThroughProxy(t, &proxy))
 	co := newCompany(t, s, "SMS_WITH_EMAIL_BACKUP")
 	l := newLogin(t, s, co, "downer", uniquePhone(), uniqueEmail(), "WEB")
 	ch := l.mustIssue(t, "")
 	code := l.code(t, ch)
 	wantStatus(t, "wrong before the outage", l.verify(t, ch.ID, wrong(code)), "REJECTED", 2)
 
-	proxy.cut()
+	proxy.Cut()
 	for _, tc := range []struct {
 		name  string
 		c     *apptest.Client
@@ -493,7 +390,7 @@ func TestChallengeRedisDown(t *testing.T) {
 		t.Errorf("/healthz %d with Redis down: the server itself is up", got.Status)
 	}
 
-	proxy.restore()
+	proxy.Restore()
 	// The client notices by itself that Redis is back: after a run of
 	// failed dials its pool probes Redis in the background (about once a
 	// second) before it dials for requests again. Wait for that, bounded,
