@@ -4,6 +4,7 @@
 package challenge
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -130,31 +131,16 @@ func (c Config) Validate() error {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig
-	if c.CodeTTL == 0 {
-		c.CodeTTL = d.CodeTTL
+	return Config{
+		CodeTTL:              cmp.Or(c.CodeTTL, d.CodeTTL),
+		ResendCooldown:       cmp.Or(c.ResendCooldown, d.ResendCooldown),
+		MaxCodesPerWindow:    cmp.Or(c.MaxCodesPerWindow, d.MaxCodesPerWindow),
+		LoginWindow:          cmp.Or(c.LoginWindow, d.LoginWindow),
+		MaxFailedAttempts:    cmp.Or(c.MaxFailedAttempts, d.MaxFailedAttempts),
+		LockDuration:         cmp.Or(c.LockDuration, d.LockDuration),
+		SMSPerCompanyPerHour: cmp.Or(c.SMSPerCompanyPerHour, d.SMSPerCompanyPerHour),
+		SendTimeout:          cmp.Or(c.SendTimeout, d.SendTimeout),
 	}
-	if c.ResendCooldown == 0 {
-		c.ResendCooldown = d.ResendCooldown
-	}
-	if c.MaxCodesPerWindow == 0 {
-		c.MaxCodesPerWindow = d.MaxCodesPerWindow
-	}
-	if c.LoginWindow == 0 {
-		c.LoginWindow = d.LoginWindow
-	}
-	if c.MaxFailedAttempts == 0 {
-		c.MaxFailedAttempts = d.MaxFailedAttempts
-	}
-	if c.LockDuration == 0 {
-		c.LockDuration = d.LockDuration
-	}
-	if c.SMSPerCompanyPerHour == 0 {
-		c.SMSPerCompanyPerHour = d.SMSPerCompanyPerHour
-	}
-	if c.SendTimeout == 0 {
-		c.SendTimeout = d.SendTimeout
-	}
-	return c
 }
 
 // UserLookup finds a user of a company.
