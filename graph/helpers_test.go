@@ -131,8 +131,6 @@ type userPayload struct {
 	UserErrors []userError `json:"userErrors"`
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func str(p *string) string {
 	if p == nil {
 		return "<nil>"

@@ -116,9 +116,6 @@ func (r *Redis) Close() error {
 	return err
 }
 
-// Embedded reports whether this is the in-process Redis.
-func (r *Redis) Embedded() bool { return r.embedded != nil }
-
 // OpenRedis connects to url, or starts an in-process Redis when url is
 // empty.
 func OpenRedis(ctx context.Context, url string) (*Redis, error) {
