@@ -206,24 +206,6 @@ func TestChallengeConcurrency(t *testing.T) {
 	})
 }
 
-// syncBuffer is a log sink safe for concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // codeIn finds code as a number of its own in s: not inside a longer run
 // of digits such as a millisecond timestamp.
 func codeIn(code, s string) bool {
@@ -234,7 +216,7 @@ func codeIn(code, s string) bool {
 // deliver and lock, no Redis value and no log line holds a code.
 func TestChallengeSecretsStayOut(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs apptest.Buffer
 	var mu sync.Mutex
 	var codes []string // every code the service tried to send
 	s := apptest.Start(t, func(o *app.Options) {
