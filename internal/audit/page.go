@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -113,7 +114,10 @@ func (l *Log) List(ctx context.Context, c auth.Caller, req PageRequest) (Page, e
 		size = *req.First
 	}
 
-	q := req.Filter.apply(l.db.WithContext(ctx).Model(&models.AuditEvent{}).Where("company_id = ?", company))
+	scope := func() *gorm.DB {
+		return req.Filter.apply(l.db.WithContext(ctx).Model(&models.AuditEvent{}).Where("company_id = ?", company))
+	}
+	q := scope()
 	if afterID > 0 {
 		q = q.Where("id < ?", afterID)
 	}
@@ -121,47 +125,58 @@ func (l *Log) List(ctx context.Context, c auth.Caller, req PageRequest) (Page, e
 		q = q.Where("id > ?", beforeID)
 	}
 	q = q.Limit(size + 1)
-	var rows []models.AuditEvent
 	if backward {
 		q = q.Order(ascending)
 	} else {
 		q = q.Order(descending)
 	}
-	if err := q.Find(&rows).Error; err != nil {
+	// Is anything on the far side of the cursor the page starts from? One
+	// more indexed row, asked in the same statement.
+	var probe *gorm.DB
+	farSide := func(id int64) bool { return false }
+	switch {
+	case backward && beforeID > 0:
+		probe = scope().Where("id <= ?", beforeID).Order(descending).Limit(1)
+		farSide = func(id int64) bool { return id <= beforeID }
+	case !backward && afterID > 0:
+		probe = scope().Where("id >= ?", afterID).Order(ascending).Limit(1)
+		farSide = func(id int64) bool { return id >= afterID }
+	}
+	var rows []models.AuditEvent
+	if probe == nil {
+		err = q.Find(&rows).Error
+	} else {
+		err = l.db.WithContext(ctx).Raw("SELECT * FROM (?) AS page UNION ALL SELECT * FROM (?) AS probe", q, probe).Scan(&rows).Error
+	}
+	if err != nil {
 		return Page{}, fmt.Errorf("list audit log: %w", err)
 	}
+	beyond := false
+	rows = slices.DeleteFunc(rows, func(r models.AuditEvent) bool {
+		if farSide(r.ID) {
+			beyond = true
+			return true
+		}
+		return false
+	})
+	// Newest first; UNION ALL keeps no order of its own.
+	slices.SortFunc(rows, func(a, b models.AuditEvent) int { return cmp.Compare(b.ID, a.ID) })
 	more := len(rows) > size
 	if more {
-		rows = rows[:size]
-	}
-	if backward {
-		slices.Reverse(rows)
+		if backward {
+			rows = rows[len(rows)-size:] // the extra row is the newest, farthest from the cursor
+		} else {
+			rows = rows[:size]
+		}
 	}
 	page := Page{Events: make([]Event, len(rows))}
 	for i, r := range rows {
 		page.Events[i] = fromRow(r)
 	}
-
-	// The far side of a cursor: is anything there? One indexed probe.
-	beyond := func(cond, order string, id int64) (bool, error) {
-		var ids []int64
-		q := l.db.WithContext(ctx).Model(&models.AuditEvent{}).Where("company_id = ?", company)
-		err := req.Filter.apply(q).Where(cond, id).Order(order).Limit(1).Pluck("id", &ids).Error
-		return len(ids) > 0, err
-	}
 	if backward {
-		page.HasPreviousPage = more
-		if beforeID > 0 {
-			page.HasNextPage, err = beyond("id <= ?", descending, beforeID)
-		}
+		page.HasPreviousPage, page.HasNextPage = more, beyond
 	} else {
-		page.HasNextPage = more
-		if afterID > 0 {
-			page.HasPreviousPage, err = beyond("id >= ?", ascending, afterID)
-		}
-	}
-	if err != nil {
-		return Page{}, fmt.Errorf("list audit log: %w", err)
+		page.HasNextPage, page.HasPreviousPage = more, beyond
 	}
 	return page, nil
 }
