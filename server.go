@@ -373,7 +373,7 @@ func runServe(out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		opts.PlaygroundToken = demoToken
+		_ = demoToken
 	}
 	a, err := app.New(opts)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/delivery"
+	"github.com/twofactor/service/internal/demo"
 	"github.com/twofactor/service/internal/feed"
 	"github.com/twofactor/service/internal/httpapi"
 	"github.com/twofactor/service/internal/metrics"
@@ -26,18 +27,23 @@ import (
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/store"
 	"github.com/twofactor/service/internal/users"
+	"github.com/twofactor/service/web"
 )
 
 // Options are the app's dependencies and knobs.
 type Options struct {
-	DB              *gorm.DB
-	Redis           *store.Redis
-	Tokens          *auth.Tokens
-	Logger          *slog.Logger
-	AllowedOrigins  []string
-	PlaygroundToken string
-	Limits          graph.Limits
-	MaxBodyBytes    int64
+	DB             *gorm.DB
+	Redis          *store.Redis
+	Tokens         *auth.Tokens
+	Logger         *slog.Logger
+	AllowedOrigins []string
+	// DemoPages serves the demo login screen outside embedded mode.
+	DemoPages bool
+	// DemoCompany is the company of the tokens minted for pages in
+	// embedded mode: "demo" unless a test gives each run its own.
+	DemoCompany  string
+	Limits       graph.Limits
+	MaxBodyBytes int64
 
 	// Challenges.
 	Challenge    challenge.Config
@@ -50,7 +56,9 @@ type Options struct {
 	// Live audit feed.
 	Feed      feed.Options
 	Websocket graph.WebsocketOptions
-	Embedded  bool // allow localhost websocket origins
+	// Embedded is embedded mode: localhost websocket origins are allowed,
+	// and pages opened on this machine get demo tokens.
+	Embedded bool
 }
 
 // App is the assembled service.
@@ -110,15 +118,15 @@ func New(o Options) (*App, error) {
 		Logger:           o.Logger,
 	}, o.Limits, a.Metrics, websocketOptions(o))
 	a.Handler = httpapi.New(httpapi.Config{
-		GraphQL:         gql,
-		Tokens:          o.Tokens,
-		Metrics:         a.Metrics,
-		Logger:          o.Logger,
-		AllowedOrigins:  o.AllowedOrigins,
-		MaxBodyBytes:    o.MaxBodyBytes,
-		PlaygroundToken: o.PlaygroundToken,
-		JWKS:            a.Signer.JWKS(),
-		Embedded:        o.Embedded,
+		GraphQL:        gql,
+		Tokens:         o.Tokens,
+		Metrics:        a.Metrics,
+		Logger:         o.Logger,
+		AllowedOrigins: o.AllowedOrigins,
+		MaxBodyBytes:   o.MaxBodyBytes,
+		Pages:          pages(o, a),
+		JWKS:           a.Signer.JWKS(),
+		Embedded:       o.Embedded,
 		Ready: func(ctx context.Context) error {
 			sqlDB, err := o.DB.DB()
 			if err == nil {
@@ -134,6 +142,14 @@ func New(o Options) (*App, error) {
 		},
 	})
 	return a, nil
+}
+
+func pages(o Options, a *App) web.Config {
+	ids := demo.Identities{Tokens: o.Tokens, Users: a.Users, Company: o.DemoCompany}
+	return web.Config{
+		Embedded: o.Embedded, DemoPages: o.DemoPages, Logger: o.Logger,
+		AdminToken: ids.AdminToken, DemoUserToken: ids.UserToken,
+	}
 }
 
 // notifier breaks the construction cycle between the log and the feed.

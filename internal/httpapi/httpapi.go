@@ -7,19 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/rs/cors"
 
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/metrics"
+	"github.com/twofactor/service/web"
 )
 
 // Verifier turns a bearer token into a caller.
@@ -37,9 +36,8 @@ type Config struct {
 	MaxBodyBytes   int64
 	// Ready reports whether the database and Redis answer.
 	Ready func(context.Context) error
-	// PlaygroundToken, when set, is filled into the playground's
-	// Authorization header for visitors from this machine (embedded mode).
-	PlaygroundToken string
+	// Pages are the browser pages (playground, admin console, demo login).
+	Pages web.Config
 	// JWKS is the public key set for challenge assertions.
 	JWKS []byte
 	// Embedded allows websocket connections from localhost origins.
@@ -72,7 +70,7 @@ func New(cfg Config) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Method(http.MethodGet, "/metrics", cfg.Metrics.Handler())
-	r.Get("/", cfg.playground)
+	web.Mount(r, cfg.Pages)
 	r.Get("/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/jwk-set+json")
 		w.Header().Set("Cache-Control", "public, max-age=300")
@@ -93,23 +91,6 @@ func New(cfg Config) http.Handler {
 	c := cors.New(corsOpts)
 	r.With(c.Handler, cfg.limitBody, cfg.authenticate, cfg.readBody).Handle("/query", cfg.GraphQL)
 	return r
-}
-
-func (cfg Config) playground(w http.ResponseWriter, r *http.Request) {
-	var ui map[string]string
-	if cfg.PlaygroundToken != "" && fromLoopback(r) {
-		ui = map[string]string{"Authorization": "Bearer " + cfg.PlaygroundToken}
-	}
-	playground.HandlerWithHeaders("Two-factor service", "/query", nil, ui).ServeHTTP(w, r)
-}
-
-func fromLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // authenticate puts the caller in the context, or answers 401 in the
