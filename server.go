@@ -1,7 +1,8 @@
-// Command twofactor runs the two-factor authentication settings service.
+// Command twofactor runs the two-factor authentication service.
 //
 //	go run .                     serve (embedded SQLite + in-process Redis unless configured)
 //	go run . token [flags]       print a signed caller token
+//	go run . help                list the commands; COMMAND --help tells more
 //
 // Configuration comes from the environment; see README.md.
 package main
@@ -32,6 +33,7 @@ import (
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/delivery"
+	"github.com/twofactor/service/internal/demo"
 	"github.com/twofactor/service/internal/otp"
 	"github.com/twofactor/service/internal/store"
 )
@@ -44,6 +46,7 @@ type config struct {
 	DataDir        string
 	JWTSecret      string
 	AllowedOrigins []string
+	AllowedHeaders []string
 	LogLevel       slog.Level
 
 	CodeHMACKey      string
@@ -52,6 +55,7 @@ type config struct {
 	AssertionIssuer  string
 	Challenge        challenge.Config
 	DevLogDelivery   bool
+	DemoPages        bool
 
 	TwilioAccountSID, TwilioAuthToken, TwilioFrom, TwilioBaseURL string
 	SMSWebhookURL, SMSWebhookSecret                              string
@@ -73,6 +77,11 @@ func loadConfig() (config, error) {
 			c.AllowedOrigins = append(c.AllowedOrigins, o)
 		}
 	}
+	for _, h := range strings.Split(os.Getenv("ALLOWED_HEADERS"), ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			c.AllowedHeaders = append(c.AllowedHeaders, h)
+		}
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LOG_LEVEL: %w", err)
 	}
@@ -87,6 +96,7 @@ func loadConfig() (config, error) {
 	p := envParser{}
 	c.CodeLength = p.int("CODE_LENGTH", 6)
 	c.DevLogDelivery = p.bool("DEV_LOG_DELIVERY")
+	c.DemoPages = p.bool("DEMO_PAGES")
 	c.Challenge = challenge.Config{
 		CodeTTL:              p.duration("CODE_TTL", d.CodeTTL),
 		ResendCooldown:       p.duration("RESEND_COOLDOWN", d.ResendCooldown),
@@ -172,7 +182,7 @@ func (c config) challengeOptions(logger *slog.Logger) (app.Options, error) {
 	key := []byte(c.CodeHMACKey)
 	if c.CodeHMACKey == "" {
 		var err error
-		if key, err = dataDirSecret(c.DataDir, "code_hmac_key"); err != nil {
+		if key, _, err = dataDirSecret(c.DataDir, "code_hmac_key"); err != nil {
 			return o, err
 		}
 	}
@@ -231,33 +241,40 @@ func envOr(key, def string) string {
 }
 
 // tokens returns the caller-token signer. In embedded mode the secret is
-// generated once and kept in DATA_DIR so tokens survive restarts.
-func (c config) tokens() (*auth.Tokens, error) {
+// generated once and kept in DATA_DIR so tokens survive restarts; created
+// tells that this call generated it.
+func (c config) tokens() (t *auth.Tokens, created bool, err error) {
 	secret := []byte(c.JWTSecret)
 	if c.JWTSecret == "" {
-		var err error
-		if secret, err = dataDirSecret(c.DataDir, "auth_jwt_secret"); err != nil {
-			return nil, err
+		if secret, created, err = dataDirSecret(c.DataDir, "auth_jwt_secret"); err != nil {
+			return nil, false, err
 		}
 	}
-	t, err := auth.NewTokens(secret)
-	if err != nil {
-		return nil, fmt.Errorf("AUTH_JWT_SECRET: %w", err)
+	if t, err = auth.NewTokens(secret); err != nil {
+		return nil, false, fmt.Errorf("AUTH_JWT_SECRET: %w", err)
 	}
-	return t, nil
+	return t, created, nil
 }
 
 // dataDirSecret reads DATA_DIR/name, creating it with 32 random bytes
 // (hex) the first time. The file is written whole under a temporary name
 // and linked into place, so a process starting at the same moment never
-// reads half a secret.
-func dataDirSecret(dir, name string) ([]byte, error) {
+// reads half a secret. created tells that this call made the file.
+func dataDirSecret(dir, name string) (secret []byte, created bool, err error) {
 	path := filepath.Join(dir, name)
 	if b, err := os.ReadFile(path); err == nil {
-		return []byte(strings.TrimSpace(string(b))), nil
+		return []byte(strings.TrimSpace(string(b))), false, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
 	}
+	secret, err = createSecret(dir, name)
+	return secret, err == nil, err
+}
+
+// createSecret writes a new secret unless another process won the race,
+// and returns whichever is in place.
+func createSecret(dir, name string) ([]byte, error) {
+	path := filepath.Join(dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -289,15 +306,9 @@ func dataDirSecret(dir, name string) ([]byte, error) {
 }
 
 func main() {
-	args := os.Args[1:]
-	var err error
-	switch {
-	case len(args) > 0 && args[0] == "token":
-		err = runToken(args[1:], os.Stdout)
-	case len(args) > 0 && args[0] != "serve" && !strings.HasPrefix(args[0], "-"):
-		err = fmt.Errorf("unknown command %q (commands: serve, token)", args[0])
-	default:
-		err = runServe(os.Stdout)
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "twofactor:", err)
@@ -305,23 +316,95 @@ func main() {
 	}
 }
 
-func runToken(args []string, out io.Writer) error {
+// run picks the command: serve when none is named.
+func run(args []string, stdout, stderr io.Writer) error {
+	cmd, rest := "serve", args
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, rest = args[0], args[1:]
+	}
+	switch {
+	case cmd == "help" || (cmd == "serve" && len(args) > 0 && isHelpFlag(args[0])):
+		_, err := io.WriteString(stdout, usage)
+		return err
+	case cmd == "serve":
+		return runServe(rest, stdout, stderr)
+	case cmd == "token":
+		return runToken(rest, stdout, stderr)
+	}
+	return fmt.Errorf("unknown command %q (commands: serve, token, help)", cmd)
+}
+
+func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
+
+const usage = `twofactor: the two-factor authentication service
+
+Usage:
+  twofactor [serve]          run the service (the default command)
+  twofactor token [flags]    print a caller token signed with the server's secret
+  twofactor help             show this help
+  twofactor COMMAND --help   show a command's help
+
+With nothing configured, serve runs in embedded mode: SQLite and generated
+secrets in DATA_DIR (./data), an in-process Redis, codes written to the log.
+Production sets DATABASE_URL, REDIS_URL and the secrets. All configuration
+is environment variables: see README.md, "Configuration".
+`
+
+const serveUsage = `Usage: twofactor serve
+
+Runs the service on LISTEN_ADDR (default :8080) until SIGINT or SIGTERM,
+then lets in-flight requests finish. It serves:
+  /query                 the GraphQL API (POST, GET, websockets, SSE)
+  /                      the GraphQL playground (also /playground)
+  /admin/                the admin console
+  /demo/login            the reference login screen (embedded mode, or DEMO_PAGES=true)
+  /schema.graphql        the schema, for codegen (admin or service token)
+  /.well-known/jwks.json keys that verify challenge assertions
+  /healthz, /readyz      liveness and readiness
+
+In embedded mode (no DATABASE_URL) it prints an admin token for company
+"demo", and pages opened from this machine get one filled in.
+Configuration is read from the environment: see README.md, "Configuration".
+`
+
+func runToken(args []string, out, errOut io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	company := fs.String("company", "demo", "company id")
+	fs.SetOutput(errOut)
+	company := fs.String("company", demo.Company, "company id")
 	role := fs.String("role", "admin", "admin, service or user")
 	sub := fs.String("sub", "admin", "the caller's user id")
 	name := fs.String("name", "", "display name for the audit log")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	fs.Usage = func() {
+		fmt.Fprint(out, "Usage: twofactor token [flags]\n\n"+
+			"Prints a caller token signed with the server's secret: AUTH_JWT_SECRET, or in\n"+
+			"embedded mode DATA_DIR/auth_jwt_secret. Run it where the server runs, with the\n"+
+			"same environment, or the server will reject the token.\n\nFlags:\n")
+		fs.SetOutput(out)
+		fs.PrintDefaults()
+		fs.SetOutput(errOut)
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("token: unexpected argument %q (see token --help)", fs.Arg(0))
+	}
+	if !auth.Role(*role).Valid() {
+		return fmt.Errorf("token: --role must be admin, service or user, not %q", *role)
 	}
 	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}
-	t, err := cfg.tokens()
+	t, created, err := cfg.tokens()
 	if err != nil {
 		return err
+	}
+	if created {
+		fmt.Fprintf(errOut, "twofactor token: warning: no secret was configured, so a new one was created in %s.\n"+
+			"A server that uses another DATA_DIR or AUTH_JWT_SECRET will reject this token: run this command\n"+
+			"where the server runs, with the same environment.\n", filepath.Join(cfg.DataDir, "auth_jwt_secret"))
 	}
 	tok, err := t.Sign(auth.Caller{UserID: *sub, Company: *company, Role: auth.Role(*role), Name: *name}, *ttl)
 	if err != nil {
@@ -331,59 +414,103 @@ func runToken(args []string, out io.Writer) error {
 	return err
 }
 
-func runServe(out io.Writer) error {
+func runServe(args []string, out, errOut io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	fs.Usage = func() { fmt.Fprint(out, serveUsage) }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments; configuration is environment variables (see serve --help)")
+	}
 	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	logger := slog.New(slog.NewJSONHandler(errOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	tokens, err := cfg.tokens()
+	a, tokens, closeBackends, err := build(ctx, cfg, logger)
 	if err != nil {
 		return err
+	}
+	defer closeBackends()
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "mode", cfg.mode())
+	if cfg.embedded() {
+		if err := banner(out, cfg, ln.Addr(), tokens); err != nil {
+			return err
+		}
+	}
+	return serveUntilSignal(ctx, a, ln, logger)
+}
+
+func (c config) mode() string {
+	if c.embedded() {
+		return "embedded"
+	}
+	return "production"
+}
+
+// build opens the backends and assembles the app; closeBackends releases
+// them after the server has stopped.
+func build(ctx context.Context, cfg config, logger *slog.Logger) (a *app.App, tokens *auth.Tokens, closeBackends func(), err error) {
+	closeBackends = func() {}
+	if tokens, _, err = cfg.tokens(); err != nil {
+		return nil, nil, closeBackends, err
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	db, err := store.OpenDB(startCtx, cfg.DatabaseURL, cfg.DataDir)
 	if err != nil {
-		return err
+		return nil, nil, closeBackends, err
 	}
 	sqlDB, err := db.DB()
 	if err != nil {
-		return err
+		return nil, nil, closeBackends, err
 	}
-	defer sqlDB.Close()
 	rdb, err := store.OpenRedis(startCtx, cfg.RedisURL)
 	if err != nil {
-		return err
+		sqlDB.Close()
+		return nil, nil, closeBackends, err
 	}
-	defer rdb.Close()
-
+	closeBackends = func() { rdb.Close(); sqlDB.Close() }
 	opts, err := cfg.challengeOptions(logger)
 	if err != nil {
-		return err
+		return nil, nil, closeBackends, err
 	}
-	opts.DB, opts.Redis, opts.Tokens, opts.Logger, opts.AllowedOrigins = db, rdb, tokens, logger, cfg.AllowedOrigins
-	opts.Embedded = cfg.embedded()
-	var demoToken string
-	if cfg.embedded() {
-		demoToken, err = tokens.Sign(auth.Caller{UserID: "admin", Company: "demo", Role: auth.RoleAdmin, Name: "Demo Admin"}, 24*time.Hour)
-		if err != nil {
-			return err
-		}
-		_ = demoToken
-	}
-	a, err := app.New(opts)
-	if err != nil {
-		return err
-	}
+	opts.DB, opts.Redis, opts.Tokens, opts.Logger = db, rdb, tokens, logger
+	opts.AllowedOrigins, opts.Embedded, opts.DemoPages = cfg.AllowedOrigins, cfg.embedded(), cfg.DemoPages
+	opts.AllowedHeaders = cfg.AllowedHeaders
+	a, err = app.New(opts)
+	return a, tokens, closeBackends, err
+}
 
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+// banner tells the person at the terminal where to go, with a demo admin
+// token. Printed, not logged: the token is for them.
+func banner(out io.Writer, cfg config, addr net.Addr, tokens *auth.Tokens) error {
+	tok, err := tokens.Sign(demo.Admin, 24*time.Hour)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+		return err
 	}
+	base := "http://" + displayAddr(addr)
+	_, err = fmt.Fprintf(out, "\nTwo-factor service (embedded mode: SQLite in %s, in-process Redis)\n"+
+		"Playground:    %s/\n"+
+		"Admin console: %s/admin/\n"+
+		"Demo login:    %s/demo/login\n"+
+		"Admin token for company %q (valid 24h; pages opened on this machine get one filled in):\n%s\n\n",
+		cfg.DataDir, base, base, base, demo.Company, tok)
+	return err
+}
+
+// serveUntilSignal serves until SIGINT or SIGTERM, then lets in-flight
+// requests finish.
+func serveUntilSignal(ctx context.Context, a *app.App, ln net.Listener, logger *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           a.Handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -394,18 +521,6 @@ func runServe(out io.Writer) error {
 	// Shutdown does not wait for hijacked websockets: end their streams
 	// with a resume hint instead of cutting them off silently.
 	srv.RegisterOnShutdown(a.Close)
-	mode := "production"
-	if cfg.embedded() {
-		mode = "embedded"
-	}
-	logger.Info("listening", "addr", ln.Addr().String(), "mode", mode)
-	if cfg.embedded() {
-		// Printed, not logged: the token is for the person at the terminal.
-		fmt.Fprintf(out, "\nTwo-factor service (embedded mode: SQLite in %s, in-process Redis)\n", cfg.DataDir)
-		fmt.Fprintf(out, "Playground: http://%s/\n", displayAddr(ln.Addr()))
-		fmt.Fprintf(out, "Admin token for company \"demo\" (valid 24h, already filled in for this machine's browser):\n%s\n\n", demoToken)
-	}
-
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

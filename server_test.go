@@ -164,9 +164,9 @@ func TestEndToEnd(t *testing.T) {
 
 	stdout := p.stdout.String()
 	if embedded {
-		// The banner names the playground and a working admin token for
-		// company demo; the playground page carries it for this machine.
-		playground := regexp.MustCompile(`Playground: (http://\S+)`).FindStringSubmatch(stdout)
+		// The banner names the pages and a working admin token for company
+		// demo; each page load from this machine gets a token of its own.
+		playground := regexp.MustCompile(`Playground:\s+(http://\S+)`).FindStringSubmatch(stdout)
 		demoTok := regexp.MustCompile(`Admin token for company "demo"[^\n]*\n(\S+)`).FindStringSubmatch(stdout)
 		if playground == nil || demoTok == nil {
 			t.Fatalf("embedded mode should print the playground URL and a demo admin token; stdout:\n%s", stdout)
@@ -174,9 +174,17 @@ func TestEndToEnd(t *testing.T) {
 		if playground[1] != base+"/" {
 			t.Errorf("playground URL = %s, want %s/", playground[1], base)
 		}
-		if page := get(t, playground[1]); !strings.Contains(page, demoTok[1]) {
-			t.Errorf("playground page for a loopback visitor does not carry the demo token")
+		for _, page := range []string{"Admin console:", "Demo login:"} {
+			if !strings.Contains(stdout, page+" ") {
+				t.Errorf("banner lacks %q; stdout:\n%s", page, stdout)
+			}
 		}
+		pageTok := regexp.MustCompile(`&#34;token&#34;:&#34;([^&]+)&#34;`).FindStringSubmatch(get(t, playground[1]))
+		if pageTok == nil {
+			t.Fatalf("playground page for a loopback visitor carries no token")
+		}
+		var who struct{ TwoFactorSettings struct{ UpdatedAt string } }
+		(&apptest.Client{URL: base + "/query", Token: pageTok[1]}).Must(t, `{ twoFactorSettings { updatedAt } }`, nil, &who)
 		demo := &apptest.Client{URL: base + "/query", Token: demoTok[1]}
 		var s struct {
 			TwoFactorSettings struct {
@@ -399,4 +407,57 @@ func randomHex(t *testing.T, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// TestCommands: every command answers --help on stdout with exit 0, a
+// mistake exits 1 with a message, and `token` warns (on stderr, so the
+// token on stdout stays usable) when it had to create a secret the server
+// does not have.
+func TestCommands(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	env := cleanEnv()
+	cases := []struct {
+		args           []string
+		wantExit       int
+		stdout, stderr string
+	}{
+		{[]string{"--help"}, 0, "twofactor token [flags]", ""},
+		{[]string{"help"}, 0, "twofactor COMMAND --help", ""},
+		{[]string{"serve", "--help"}, 0, "/admin/", ""},
+		{[]string{"-h"}, 0, "Usage:", ""},
+		{[]string{"token", "--help"}, 0, "-company", ""},
+		{[]string{"token", "--role", "boss"}, 1, "", "--role must be admin, service or user"},
+		{[]string{"token", "extra"}, 1, "", "unexpected argument"},
+		{[]string{"serve", "extra"}, 1, "", "serve takes no arguments"},
+		{[]string{"bogus"}, 1, "", `unknown command "bogus"`},
+		{[]string{"token"}, 0, "eyJ", "warning: no secret was configured, so a new one was created"},
+		{[]string{"token"}, 0, "eyJ", ""}, // the secret exists now: no warning
+	}
+	for _, tc := range cases {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Dir, cmd.Env = dir, env
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		exit := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			exit = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.Join(tc.args, " ")
+		if exit != tc.wantExit {
+			t.Errorf("%s: exit %d, want %d (stderr %q)", name, exit, tc.wantExit, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), tc.stdout) {
+			t.Errorf("%s: stdout %q lacks %q", name, stdout.String(), tc.stdout)
+		}
+		if tc.stderr == "" && stderr.Len() > 0 {
+			t.Errorf("%s: unexpected stderr %q", name, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), tc.stderr) {
+			t.Errorf("%s: stderr %q lacks %q", name, stderr.String(), tc.stderr)
+		}
+	}
 }
