@@ -44,10 +44,10 @@ function fetcher(params, opts) {
   }).then((res) => res.json());
 }
 
-const defaultQuery = `# The two-factor service. ${cfg.token
-  ? 'You are the demo company\'s admin: the token is in the Headers pane.'
-  : 'Paste {"Authorization": "Bearer <token>"} into the Headers pane below.'}
-# Docs (top left) list every field. Subscriptions stream live.
+const defaultQuery = `# Two-factor service. Docs: the book icon, top left.
+# ${cfg.token
+  ? 'You act as the demo admin (token in Headers).'
+  : 'Put {"Authorization": "Bearer <token>"} in Headers.'}
 {
   twoFactorSettings {
     general { deliveryMethod contactPerson { name email phone } }
