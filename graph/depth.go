@@ -9,9 +9,16 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 )
 
+// MaxIntrospectionDepth bounds a __schema or __type subtree (that field
+// counting as 1). graphql-js getIntrospectionQuery needs 15: nine ofType
+// levels of TypeRef under __schema types fields args type.
+const MaxIntrospectionDepth = 16
+
 // depthLimit refuses operations nested deeper than max, before any
 // resolver runs. Fragments count at the depth they are spread.
-type depthLimit struct{ max int }
+// Introspection subtrees do not count against max, since tools ask for
+// deep type references; they have their own bound, introspectionMax.
+type depthLimit struct{ max, introspectionMax int }
 
 var _ interface {
 	graphql.HandlerExtension
@@ -25,41 +32,113 @@ func (d depthLimit) MutateOperationContext(_ context.Context, oc *graphql.Operat
 	if oc.Operation == nil {
 		return nil
 	}
-	if depth := selectionDepth(oc.Operation.SelectionSet, 0, d.max); depth > d.max {
-		return &gqlerror.Error{
-			Message:    fmt.Sprintf("operation is nested deeper than the limit of %d", d.max),
-			Extensions: map[string]any{"code": "DEPTH_LIMIT_EXCEEDED"},
-		}
+	set := oc.Operation.SelectionSet
+	schema := newDepthWalk(d.max, true)
+	if schema.depth(set, 0) > d.max {
+		return tooDeep("operation is nested deeper than the limit of %d", d.max)
+	}
+	intro := newDepthWalk(d.introspectionMax, false)
+	if intro.introspectionDepth(set) > d.introspectionMax {
+		return tooDeep("introspection is nested deeper than the limit of %d", d.introspectionMax)
 	}
 	return nil
 }
 
-// selectionDepth returns the depth of set, stopping once it passes max so
-// that a hostile document costs no more than the limit allows.
-func selectionDepth(set ast.SelectionSet, depth, max int) int {
-	if depth > max {
+func tooDeep(format string, limit int) *gqlerror.Error {
+	return &gqlerror.Error{
+		Message:    fmt.Sprintf(format, limit),
+		Extensions: map[string]any{"code": "DEPTH_LIMIT_EXCEEDED"},
+	}
+}
+
+// isIntrospection reports whether f is __schema or __type. __typename is
+// not: clients add it everywhere and it reveals nothing.
+func isIntrospection(f *ast.Field) bool {
+	return f.Name == "__schema" || f.Name == "__type"
+}
+
+type fragmentAt struct {
+	name  string
+	depth int
+}
+
+// depthWalk measures selection depth. It stops once past max and
+// remembers each fragment's result per depth, so that a hostile document
+// costs no more than the limit allows, however often it spreads a
+// fragment.
+type depthWalk struct {
+	max       int
+	skipIntro bool
+	memo      map[fragmentAt]int
+	rootFrags map[string]int
+}
+
+func newDepthWalk(max int, skipIntrospection bool) *depthWalk {
+	return &depthWalk{max: max, skipIntro: skipIntrospection, memo: map[fragmentAt]int{}, rootFrags: map[string]int{}}
+}
+
+// depth returns the depth of set, whose parent is at depth.
+func (w *depthWalk) depth(set ast.SelectionSet, depth int) int {
+	if depth > w.max {
 		return depth
 	}
 	deepest := depth
 	for _, sel := range set {
-		var d int
+		d := depth
 		switch s := sel.(type) {
 		case *ast.Field:
-			if len(s.SelectionSet) == 0 {
-				d = depth + 1
-			} else {
-				d = selectionDepth(s.SelectionSet, depth+1, max)
+			if w.skipIntro && isIntrospection(s) {
+				continue
+			}
+			d = w.depth(s.SelectionSet, depth+1)
+		case *ast.InlineFragment:
+			d = w.depth(s.SelectionSet, depth)
+		case *ast.FragmentSpread:
+			d = w.spread(s, depth)
+		}
+		deepest = max(deepest, d)
+	}
+	return deepest
+}
+
+func (w *depthWalk) spread(s *ast.FragmentSpread, depth int) int {
+	if s.Definition == nil {
+		return depth
+	}
+	key := fragmentAt{s.Name, depth}
+	if d, ok := w.memo[key]; ok {
+		return d
+	}
+	d := w.depth(s.Definition.SelectionSet, depth)
+	w.memo[key] = d
+	return d
+}
+
+// introspectionDepth returns the depth of the deepest __schema or __type
+// subtree of a root selection set. Only the query root has those fields,
+// so they sit at its top level, directly or through fragments.
+func (w *depthWalk) introspectionDepth(set ast.SelectionSet) int {
+	deepest := 0
+	for _, sel := range set {
+		d := 0
+		switch s := sel.(type) {
+		case *ast.Field:
+			if isIntrospection(s) {
+				d = w.depth(s.SelectionSet, 1)
 			}
 		case *ast.InlineFragment:
-			d = selectionDepth(s.SelectionSet, depth, max)
+			d = w.introspectionDepth(s.SelectionSet)
 		case *ast.FragmentSpread:
-			if s.Definition != nil {
-				d = selectionDepth(s.Definition.SelectionSet, depth, max)
+			if s.Definition == nil {
+				break
+			}
+			var ok bool
+			if d, ok = w.rootFrags[s.Name]; !ok {
+				d = w.introspectionDepth(s.Definition.SelectionSet)
+				w.rootFrags[s.Name] = d
 			}
 		}
-		if d > deepest {
-			deepest = d
-		}
+		deepest = max(deepest, d)
 	}
 	return deepest
 }

@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
@@ -26,7 +27,7 @@ type Limits struct {
 var DefaultLimits = Limits{MaxComplexity: 5000, MaxDepth: 12}
 
 // NewHandler builds the GraphQL HTTP handler around r.
-func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOptions) *handler.Server {
+func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOptions) http.Handler {
 	cfg := Config{Resolvers: r}
 	// A connection costs its page size times its nodes, so a deep page of
 	// heavy nodes counts for what it is.
@@ -44,10 +45,15 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
-	srv.Use(extension.Introspection{})
+	// Suggestions name fields to callers who may not introspect; off for
+	// everyone (presentError strips those of the other rules).
+	srv.SetDisableSuggestion(true)
+	srv.SetErrorPresenter(r.presentError)
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	srv.Use(transportFit{})
+	srv.Use(introspectionGate{})
 	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
-	srv.Use(depthLimit{max: limits.MaxDepth})
+	srv.Use(depthLimit{max: limits.MaxDepth, introspectionMax: MaxIntrospectionDepth})
 	srv.Use(oneChallengePerOperation{})
 	srv.AroundOperations(expiredOnWebsocket)
 	srv.AroundOperations(streamEnds)
@@ -56,27 +62,32 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 		return &gqlerror.Error{Message: "internal error", Extensions: map[string]any{"code": CodeInternal}}
 	})
 	if m != nil {
-		srv.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
-			resp := next(ctx)
-			if graphql.HasOperationContext(ctx) {
-				oc := graphql.GetOperationContext(ctx)
-				if oc.Operation != nil {
-					m.GraphQLOps.WithLabelValues(string(oc.Operation.Operation), oc.OperationName).Inc()
-				}
-			}
-			if resp != nil {
-				for _, e := range resp.Errors {
-					code, _ := e.Extensions["code"].(string)
-					if code == "" {
-						code = "UNKNOWN"
-					}
-					m.GraphQLErrors.WithLabelValues(code).Inc()
-				}
-			}
-			return resp
-		})
+		observe(srv, m)
 	}
-	return srv
+	return requestGate{next: srv}
+}
+
+// observe counts operations and error codes.
+func observe(srv *handler.Server, m *metrics.Metrics) {
+	srv.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+		resp := next(ctx)
+		if graphql.HasOperationContext(ctx) {
+			oc := graphql.GetOperationContext(ctx)
+			if oc.Operation != nil {
+				m.GraphQLOps.WithLabelValues(string(oc.Operation.Operation), oc.OperationName).Inc()
+			}
+		}
+		if resp != nil {
+			for _, e := range resp.Errors {
+				code, _ := e.Extensions["code"].(string)
+				if code == "" {
+					code = "UNKNOWN"
+				}
+				m.GraphQLErrors.WithLabelValues(code).Inc()
+			}
+		}
+		return resp
+	})
 }
 
 func pageCost(child int, first, last *int) int {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -23,37 +25,79 @@ func nestedType(depth int) string {
 	return `{ __type(name: "User") { ` + strings.Repeat("ofType { ", depth-2) + "name" + strings.Repeat(" }", depth-2) + " } }"
 }
 
+// nestedSchema is `{ auditLog { edges { node { actor { id } } } } }` cut
+// or padded with __typename to the given depth (5 at most).
+func nestedSchema(depth int) string {
+	fields := []string{"auditLog", "edges", "node", "actor"}[:depth-1]
+	return "{ " + strings.Join(fields, " { ") + " { __typename" + strings.Repeat(" }", depth)
+}
+
+// standardIntrospection is graphql-js getIntrospectionQuery() with every
+// option on, as TestNodeIntrospection checks.
+func standardIntrospection(t *testing.T) string {
+	t.Helper()
+	q, err := os.ReadFile(filepath.Join("testdata", "introspection.graphql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(q)
+}
+
+// depthCase is a query and the limit it breaks ("" for none).
+type depthCase struct {
+	name, query, over string
+}
+
 func TestDepthLimit(t *testing.T) {
 	t.Parallel()
-	s := apptest.Start(t)
-	admin := s.Admin(t, testenv.Company(t))
-	// The deepest fragment: 5 levels of ofType, spread 7 levels down.
-	fragment := `fragment Deep on __Type { ofType { ofType { ofType { ofType { ofType { name } } } } } }`
-	viaFragment := `{ __type(name: "User") { ofType { ofType { ofType { ofType { ofType { ofType { ...Deep } } } } } } } } ` + fragment
-	inline := `{ __type(name: "User") { ofType { ofType { ofType { ofType { ofType { ofType { ... on __Type { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } } }`
+	co := testenv.Company(t)
+	// The schema is only 5 deep, so schema depth is checked under a limit of 4.
+	low := apptest.Start(t, func(o *app.Options) { o.Limits = graph.Limits{MaxComplexity: 5000, MaxDepth: 4} })
+	runDepthCases(t, low.Admin(t, co), "4", []depthCase{
+		{"schema at the limit", nestedSchema(4), ""},
+		{"schema one over", nestedSchema(5), "4"},
+		{"through a fragment", `{ auditLog { ...E } } fragment E on AuditEventConnection { edges { node { actor { id } } } }`, "4"},
+		{"through an inline fragment", `{ auditLog { edges { ... on AuditEventEdge { node { actor { id } } } } } }`, "4"},
+		{"introspection does not count", nestedType(16), ""},
+		{"introspection beside a query", `{ me { id } __schema { types { fields { type { ofType { name } } } } } }`, ""},
+	})
 
-	cases := []struct {
-		name, query string
-		ok          bool
-	}{
-		{"schema depth", `{ auditLog { edges { node { actor { id } } } } }`, true},
-		{"at the limit", nestedType(12), true},
-		{"one over", nestedType(13), false},
-		{"far over", nestedType(200), false},
-		{"through a fragment", viaFragment, false},
-		{"through an inline fragment", inline, false},
-	}
+	// Introspection has its own limit, for any limit of the schema's.
+	admin := apptest.Start(t).Admin(t, co)
+	// The deepest fragment: 5 levels of ofType, spread 11 levels down.
+	fragment := `fragment Deep on __Type { ofType { ofType { ofType { ofType { ofType { name } } } } } }`
+	viaFragment := nestedTypeAround(10, "...Deep") + " " + fragment
+	inline := nestedTypeAround(10, `... on __Type { ofType { ofType { ofType { ofType { ofType { name } } } } } }`)
+	runDepthCases(t, admin, "16", []depthCase{
+		{"standard introspection query", standardIntrospection(t), ""},
+		{"introspection at the limit", nestedType(16), ""},
+		{"introspection one over", nestedType(17), "16"},
+		{"introspection far over", nestedType(200), "16"},
+		{"introspection through a fragment", viaFragment, "16"},
+		{"introspection through an inline fragment", inline, "16"},
+		{"introspection through a fragment on Query", `{ ...Q } fragment Q on Query { ` + strings.TrimPrefix(nestedType(17), "{ "), "16"},
+		{"__typename", `{ __typename }`, ""},
+	})
+}
+
+// nestedTypeAround is __type with n levels of ofType around inner.
+func nestedTypeAround(n int, inner string) string {
+	return `{ __type(name: "User") { ` + strings.Repeat("ofType { ", n) + inner + strings.Repeat(" }", n) + " } }"
+}
+
+func runDepthCases(t *testing.T, c *apptest.Client, limit string, cases []depthCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := admin.Do(t, tc.query, nil)
-			if tc.ok {
+			r := c.Do(t, tc.query, nil)
+			if tc.over == "" {
 				if r.Status != http.StatusOK || len(r.Errors) > 0 {
 					t.Fatalf("status %d errors %+v", r.Status, r.Errors)
 				}
 				return
 			}
-			if len(r.Errors) != 1 || r.Errors[0].Code() != "DEPTH_LIMIT_EXCEEDED" || !strings.Contains(r.Errors[0].Message, "12") {
-				t.Fatalf("status %d errors %+v, want one DEPTH_LIMIT_EXCEEDED naming the limit", r.Status, r.Errors)
+			if len(r.Errors) != 1 || r.Errors[0].Code() != "DEPTH_LIMIT_EXCEEDED" || !strings.Contains(r.Errors[0].Message, tc.over) {
+				t.Fatalf("status %d errors %+v, want one DEPTH_LIMIT_EXCEEDED naming %s", r.Status, r.Errors, tc.over)
 			}
 			if len(r.Data) != 0 && string(r.Data) != "null" {
 				t.Errorf("data = %s, want none", r.Data)
@@ -86,6 +130,7 @@ func TestComplexityLimit(t *testing.T) {
 		{"one heavy audit page", "{ " + heavyAudit + " }", true},
 		{"one heavy users page", "{ " + heavyUsers + " }", true},
 		{"default audit pages", aliases(10, `auditLog { edges { node { id } } }`), true},
+		{"standard introspection query", standardIntrospection(t), true},
 		{"heavy audit pages by alias", aliases(3, heavyAudit), false},
 		{"many heavy audit pages by alias", aliases(50, heavyAudit), false},
 		{"heavy users pages by alias", aliases(4, heavyUsers), false},

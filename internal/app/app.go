@@ -37,6 +37,7 @@ type Options struct {
 	Tokens         *auth.Tokens
 	Logger         *slog.Logger
 	AllowedOrigins []string
+	AllowedHeaders []string // CORS request headers besides httpapi's defaults
 	// DemoPages serves the demo login screen outside embedded mode.
 	DemoPages bool
 	// DemoCompany is the company of the tokens minted for pages in
@@ -123,6 +124,8 @@ func New(o Options) (*App, error) {
 		Metrics:        a.Metrics,
 		Logger:         o.Logger,
 		AllowedOrigins: o.AllowedOrigins,
+		AllowedHeaders: o.AllowedHeaders,
+		Schema:         graph.SDL(),
 		MaxBodyBytes:   o.MaxBodyBytes,
 		Pages:          pages(o, a),
 		JWKS:           a.Signer.JWKS(),
@@ -148,7 +151,7 @@ func pages(o Options, a *App) web.Config {
 	ids := demo.Identities{Tokens: o.Tokens, Users: a.Users, Company: o.DemoCompany}
 	return web.Config{
 		Embedded: o.Embedded, DemoPages: o.DemoPages, Logger: o.Logger,
-		AdminToken: ids.AdminToken, DemoUserToken: ids.UserToken,
+		AdminToken: ids.AdminToken, DemoUserToken: ids.UserToken, Issuer: o.Issuer,
 	}
 }
 

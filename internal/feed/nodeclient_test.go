@@ -7,62 +7,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twofactor/service/internal/apptest"
 	"github.com/twofactor/service/internal/testenv"
 )
-
-// nodeClientDir holds the npm graphql-ws client script and its lockfile.
-var nodeClientDir = filepath.Join("..", "..", "test", "graphql-ws-client")
-
-var npmCI struct {
-	once sync.Once
-	err  error
-}
-
-// nodeClient makes sure node and npm are there and the pinned packages
-// installed (npm ci, from the lockfile, when node_modules is missing or
-// older than the lockfile). Without node it fails on CI and skips
-// elsewhere.
-func nodeClient(t *testing.T) {
-	t.Helper()
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			msg := fmt.Sprintf("the npm graphql-ws client check needs %s on PATH (Node.js 20 or newer): %v", tool, err)
-			if os.Getenv("CI") != "" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg + "; set CI=true to make this a failure")
-		}
-	}
-	npmCI.once.Do(func() {
-		lock, err := os.Stat(filepath.Join(nodeClientDir, "package-lock.json"))
-		if err != nil {
-			npmCI.err = err
-			return
-		}
-		installed, err := os.Stat(filepath.Join(nodeClientDir, "node_modules", ".package-lock.json"))
-		if err == nil && !installed.ModTime().Before(lock.ModTime()) {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = nodeClientDir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			npmCI.err = fmt.Errorf("npm ci in %s: %v\n%s", nodeClientDir, err, out)
-		}
-	})
-	if npmCI.err != nil {
-		t.Fatal(npmCI.err)
-	}
-}
 
 // nodeLine is one line client.mjs prints.
 type nodeLine struct {
@@ -79,7 +31,7 @@ func runNode(t *testing.T, s *apptest.Server, token, after string, count int) (<
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
 	cmd := exec.CommandContext(ctx, "node", "client.mjs")
-	cmd.Dir = nodeClientDir
+	cmd.Dir = apptest.NodeClient(t)
 	cmd.Env = append(os.Environ(),
 		"URL=ws"+strings.TrimPrefix(s.URL, "http")+"/query",
 		"TOKEN="+token, "AFTER="+after, fmt.Sprintf("COUNT=%d", count))
@@ -141,7 +93,7 @@ func nextNode(t *testing.T, lines <-chan nodeLine, exit func() error) nodeLine {
 // resumes from its last cursor without missing or repeating anything.
 func TestNodeGraphQLWSClient(t *testing.T) {
 	t.Parallel()
-	nodeClient(t)
+	apptest.NodeClient(t) // skips (or fails on CI) without node
 	s := apptest.Start(t)
 	co := testenv.Company(t)
 	createUsers(t, s, co, "before", 1)

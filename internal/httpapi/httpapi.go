@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +34,8 @@ type Config struct {
 	Metrics        *metrics.Metrics
 	Logger         *slog.Logger
 	AllowedOrigins []string
+	// AllowedHeaders are request headers CORS allows besides DefaultAllowedHeaders.
+	AllowedHeaders []string
 	MaxBodyBytes   int64
 	// Ready reports whether the database and Redis answer.
 	Ready func(context.Context) error
@@ -42,6 +45,14 @@ type Config struct {
 	JWKS []byte
 	// Embedded allows websocket connections from localhost origins.
 	Embedded bool
+	// Schema is the SDL served at /schema.graphql to admins and services.
+	Schema []byte
+}
+
+// DefaultAllowedHeaders are the request headers CORS always allows: the
+// token, JSON, W3C trace context, and the client names Apollo tools send.
+var DefaultAllowedHeaders = []string{
+	"Authorization", "Content-Type", "traceparent", "apollographql-client-name", "apollographql-client-version",
 }
 
 // DefaultMaxBodyBytes bounds a request body; real operations are a few KiB.
@@ -80,7 +91,7 @@ func New(cfg Config) http.Handler {
 	corsOpts := cors.Options{
 		AllowedOrigins:   cfg.AllowedOrigins,
 		AllowedMethods:   []string{http.MethodGet, http.MethodPost},
-		AllowedHeaders:   []string{"Authorization", "Content-Type"},
+		AllowedHeaders:   append(slices.Clone(DefaultAllowedHeaders), cfg.AllowedHeaders...),
 		AllowCredentials: false,
 		MaxAge:           600,
 	}
@@ -90,7 +101,30 @@ func New(cfg Config) http.Handler {
 	}
 	c := cors.New(corsOpts)
 	r.With(c.Handler, cfg.limitBody, cfg.authenticate, cfg.readBody).Handle("/query", cfg.GraphQL)
+	r.With(c.Handler, cfg.authenticate).Handle("/schema.graphql", http.HandlerFunc(cfg.schema))
 	return r
+}
+
+// schema serves the SDL, for codegen and other tools, to the roles that
+// may introspect.
+func (cfg Config) schema(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeGraphQLError(w, http.StatusMethodNotAllowed, "BAD_REQUEST", "use GET")
+		return
+	}
+	c, err := auth.FromContext(r.Context())
+	if err != nil {
+		unauthenticated(w, "send Authorization: Bearer <token>")
+		return
+	}
+	if c.Require(auth.RoleAdmin, auth.RoleService) != nil {
+		writeGraphQLError(w, http.StatusForbidden, "FORBIDDEN", "only admin and service tokens may read the schema")
+		return
+	}
+	w.Header().Set("Content-Type", "application/graphql; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(cfg.Schema)
 }
 
 // authenticate puts the caller in the context, or answers 401 in the

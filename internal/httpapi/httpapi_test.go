@@ -16,14 +16,18 @@ import (
 	"github.com/twofactor/service/internal/metrics"
 )
 
-// verifier accepts the token "good" as one admin.
+// verifier accepts the token "good" as one admin, and "service" and
+// "user" as callers of those roles.
 type verifier struct{}
 
 func (verifier) Verify(token string) (auth.Caller, error) {
-	if token != "good" {
-		return auth.Caller{}, auth.ErrUnauthenticated
+	switch token {
+	case "good":
+		return auth.Caller{UserID: "u", Company: "c", Role: auth.RoleAdmin}, nil
+	case "service", "user":
+		return auth.Caller{UserID: token, Company: "c", Role: auth.Role(token)}, nil
 	}
-	return auth.Caller{UserID: "u", Company: "c", Role: auth.RoleAdmin}, nil
+	return auth.Caller{}, auth.ErrUnauthenticated
 }
 
 // echo answers with the caller and the body length, or panics on "panic".
@@ -170,5 +174,93 @@ func TestReadiness(t *testing.T) {
 	// Liveness does not depend on the backends.
 	if resp, _ := do(t, http.MethodGet, s.URL+"/healthz", nil, ""); resp.StatusCode != 200 {
 		t.Errorf("healthz: %d", resp.StatusCode)
+	}
+}
+
+// Preflights allow the default request headers and ALLOWED_HEADERS, on
+// /query and /schema.graphql alike, and no others. (Browsers list the
+// headers sorted and in lower case, as rs/cors expects.)
+func TestCORSHeaders(t *testing.T) {
+	s := server(t, func(c *httpapi.Config) {
+		c.AllowedOrigins = []string{"https://app.example"}
+		c.AllowedHeaders = []string{"X-Request-Id"}
+	})
+	plain := server(t, func(c *httpapi.Config) { c.AllowedOrigins = []string{"https://app.example"} })
+	cases := []struct {
+		name    string
+		srv     *httptest.Server
+		path    string
+		headers string
+		allowed bool
+	}{
+		{"defaults", plain, "/query", "authorization,content-type", true},
+		{"trace context", plain, "/query", "traceparent", true},
+		{"apollo client", plain, "/query", "apollographql-client-name,apollographql-client-version", true},
+		{"unknown header", plain, "/query", "x-request-id", false},
+		{"configured header", s, "/query", "authorization,x-request-id", true},
+		{"configured header keeps the defaults", s, "/query", "traceparent", true},
+		{"still not any header", s, "/query", "x-other", false},
+		{"schema", plain, "/schema.graphql", "authorization,traceparent", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, _ := do(t, http.MethodOptions, tc.srv.URL+tc.path, map[string]string{
+				"Origin": "https://app.example", "Access-Control-Request-Method": "GET",
+				"Access-Control-Request-Headers": tc.headers,
+			}, "")
+			got := resp.Header.Get("Access-Control-Allow-Origin") == "https://app.example"
+			if got != tc.allowed {
+				t.Errorf("preflight for %s allowed = %v, want %v (headers %v)", tc.headers, got, tc.allowed, resp.Header)
+			}
+		})
+	}
+}
+
+// /schema.graphql serves Config.Schema to admins and services only.
+func TestSchemaRoute(t *testing.T) {
+	sdl := "type Query { x: Int }\n"
+	s := server(t, func(c *httpapi.Config) { c.Schema = []byte(sdl) })
+	cases := []struct {
+		name, method, token string
+		status              int
+		code                string
+	}{
+		{"admin", http.MethodGet, "good", 200, ""},
+		{"service", http.MethodGet, "service", 200, ""},
+		{"user", http.MethodGet, "user", 403, "FORBIDDEN"},
+		{"no token", http.MethodGet, "", 401, "UNAUTHENTICATED"},
+		{"bad token", http.MethodGet, "bad", 401, "UNAUTHENTICATED"},
+		{"POST", http.MethodPost, "good", 405, "BAD_REQUEST"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{}
+			if tc.token != "" {
+				h["Authorization"] = "Bearer " + tc.token
+			}
+			resp, body := do(t, tc.method, s.URL+"/schema.graphql", h, "")
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			if tc.code == "" {
+				if body != sdl || resp.Header.Get("Content-Type") != "application/graphql; charset=utf-8" {
+					t.Errorf("body %q, Content-Type %q", body, resp.Header.Get("Content-Type"))
+				}
+				return
+			}
+			var out struct {
+				Errors []struct {
+					Message    string
+					Extensions struct{ Code string }
+				}
+			}
+			if err := json.Unmarshal([]byte(body), &out); err != nil || len(out.Errors) != 1 ||
+				out.Errors[0].Extensions.Code != tc.code || out.Errors[0].Message == "" {
+				t.Errorf("body %s, want one %s", body, tc.code)
+			}
+			if strings.Contains(body, "Query") {
+				t.Error("a refusal shows the schema")
+			}
+		})
 	}
 }
