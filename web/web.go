@@ -41,7 +41,9 @@ type Config struct {
 	// DemoUserToken makes sure the demo user exists with 2FA on and mints
 	// a user token for it.
 	DemoUserToken func(context.Context) (string, error)
-	Logger        *slog.Logger
+	// Issuer is the iss of challenge assertions, which pages check.
+	Issuer string
+	Logger *slog.Logger
 }
 
 // pageConfig is handed to a page's script in a <meta> tag: the CSP allows
@@ -51,6 +53,7 @@ type pageConfig struct {
 	// Token is set only for a loopback visitor in embedded mode.
 	Token    string `json:"token,omitempty"`
 	Embedded bool   `json:"embedded"`
+	Issuer   string `json:"issuer,omitempty"`
 }
 
 // ContentSecurityPolicy is sent with every page. Scripts, styles and
@@ -94,7 +97,7 @@ func mustTemplate(dir string) *template.Template {
 // visitor's browser.
 func (cfg Config) page(tpl *template.Template, token func(context.Context) (string, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		pc := pageConfig{Endpoint: "/query", Embedded: cfg.Embedded}
+		pc := pageConfig{Endpoint: "/query", Embedded: cfg.Embedded, Issuer: cfg.Issuer}
 		if cfg.Embedded && token != nil && LoopbackRequest(r) {
 			t, err := token(r.Context())
 			if err != nil {
