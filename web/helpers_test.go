@@ -6,6 +6,7 @@ import (
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/apptest"
 	"github.com/twofactor/service/internal/browsertest"
+	"github.com/twofactor/service/internal/demo"
 	"github.com/twofactor/service/internal/testenv"
 )
 
@@ -18,11 +19,15 @@ type page struct {
 }
 
 // startEmbedded runs the service as `go run .` does (embedded mode: pages
-// opened from this machine get demo tokens). The pages act for a company
-// of this test's own instead of "demo", since tests share Redis.
+// opened from this machine get demo tokens). On real backends the pages
+// act for a company of this test's own instead of "demo", since tests
+// share Redis; embedded backends are the test's own.
 func startEmbedded(t *testing.T) page {
 	t.Helper()
-	company := testenv.Company(t)
+	company := demo.Company
+	if testenv.Real() {
+		company = testenv.Company(t)
+	}
 	s := apptest.Start(t, func(o *app.Options) { o.Embedded, o.DemoCompany = true, company })
 	return page{Server: s, Company: company, B: browsertest.Open(t, s.URL)}
 }

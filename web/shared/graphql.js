@@ -23,7 +23,9 @@ export function websocketURL(endpoint) {
 // createClient returns a client that sends token on every request.
 // request resolves with data or rejects with GraphQLRequestError (a partial
 // result's errors reject too). subscribe returns a function that stops it.
-export function createClient({ endpoint, token }) {
+// on, if given, is graphql-ws's event listeners for the socket (e.g.
+// { connected() {}, closed(ev) {} }), to show a connection's state.
+export function createClient({ endpoint, token, on }) {
   let ws = null;
   const auth = token ? { Authorization: 'Bearer ' + token } : {};
   return {
@@ -57,6 +59,7 @@ export function createClient({ endpoint, token }) {
           connectionParams: auth,
           retryAttempts: 0,
           lazy: true,
+          on,
         });
       }
       return ws.subscribe({ query, variables }, {
