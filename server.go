@@ -66,7 +66,7 @@ func (c config) embedded() bool { return c.DatabaseURL == "" }
 
 func loadConfig() (config, error) {
 	c := config{
-		ListenAddr:  envOr("LISTEN_ADDR", ":8080"),
+		ListenAddr:  os.Getenv("LISTEN_ADDR"),
 		DatabaseURL: os.Getenv("DATABASE_URL"),
 		RedisURL:    os.Getenv("REDIS_URL"),
 		DataDir:     envOr("DATA_DIR", "./data"),
@@ -81,6 +81,15 @@ func loadConfig() (config, error) {
 		if h = strings.TrimSpace(h); h != "" {
 			c.AllowedHeaders = append(c.AllowedHeaders, h)
 		}
+	}
+	switch {
+	case c.ListenAddr != "":
+	case c.embedded():
+		// Embedded mode hands admin tokens to pages opened on this
+		// machine, so by default only this machine can reach it.
+		c.ListenAddr = "127.0.0.1:8080"
+	default:
+		c.ListenAddr = ":8080"
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LOG_LEVEL: %w", err)
@@ -352,7 +361,8 @@ is environment variables: see README.md, "Configuration".
 
 const serveUsage = `Usage: twofactor serve
 
-Runs the service on LISTEN_ADDR (default :8080) until SIGINT or SIGTERM,
+Runs the service on LISTEN_ADDR (default :8080; 127.0.0.1:8080 in embedded
+mode, which only this machine can reach) until SIGINT or SIGTERM,
 then lets in-flight requests finish. It serves:
   /query                 the GraphQL API (POST, GET, websockets, SSE)
   /                      the GraphQL playground (also /playground)
@@ -538,12 +548,10 @@ func serveUntilSignal(ctx context.Context, a *app.App, ln net.Listener, logger *
 	return nil
 }
 
+// displayAddr is an address to open in a browser on this machine.
 func displayAddr(a net.Addr) string {
-	tcp, ok := a.(*net.TCPAddr)
-	if !ok || tcp.IP.IsUnspecified() {
-		if ok {
-			return fmt.Sprintf("localhost:%d", tcp.Port)
-		}
+	if tcp, ok := a.(*net.TCPAddr); ok && (tcp.IP.IsUnspecified() || tcp.IP.IsLoopback()) {
+		return fmt.Sprintf("localhost:%d", tcp.Port)
 	}
 	return a.String()
 }
