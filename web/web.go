@@ -92,13 +92,11 @@ func mustTemplate(dir string) *template.Template {
 }
 
 // page renders one page. A token is minted only when the service runs
-// embedded and both the connection and the Host header are loopback: a
-// loopback connection alone could be a DNS-rebinding page in the
-// visitor's browser.
+// embedded and MintFor allows it.
 func (cfg Config) page(tpl *template.Template, token func(context.Context) (string, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		pc := pageConfig{Endpoint: "/query", Embedded: cfg.Embedded, Issuer: cfg.Issuer}
-		if cfg.Embedded && token != nil && LoopbackRequest(r) {
+		if cfg.Embedded && token != nil && MintFor(r) {
 			t, err := token(r.Context())
 			if err != nil {
 				cfg.Logger.ErrorContext(r.Context(), "mint page token", "err", err)
@@ -126,6 +124,30 @@ func securityHeaders(h http.Header) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+}
+
+// MintFor reports whether a page load may get a token: a person on this
+// machine opening the page directly. The connection and the Host header
+// must be loopback (a loopback connection alone could be a DNS-rebinding
+// page in the visitor's browser); nothing may have forwarded it (a proxy
+// or tunnel on this machine makes every visitor look local); and a
+// browser must say it is a top-level navigation from this origin or typed
+// in, not another site's <img> or fetch.
+func MintFor(r *http.Request) bool {
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Via"} {
+		if r.Header.Get(h) != "" {
+			return false
+		}
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return false
+	}
+	if d := r.Header.Get("Sec-Fetch-Dest"); d != "" && d != "document" {
+		return false
+	}
+	return LoopbackRequest(r)
 }
 
 // LoopbackRequest reports whether the connection comes from this machine
@@ -168,6 +190,11 @@ func assets() http.Handler {
 		return nil
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Count(r.Header.Get("Range"), ",") >= maxRanges {
+			// Many small ranges would make a small request cost the whole
+			// file many times over: send the file once instead.
+			r.Header.Del("Range")
+		}
 		p := strings.TrimPrefix(r.URL.Path, "/assets/")
 		etag, ok := etags[p]
 		if !ok {
@@ -186,6 +213,9 @@ func assets() http.Handler {
 		http.ServeContent(w, r, p, time.Time{}, f.(readSeeker))
 	})
 }
+
+// maxRanges is the most byte ranges one asset request may ask for.
+const maxRanges = 4
 
 type readSeeker interface {
 	Read([]byte) (int, error)

@@ -16,6 +16,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/twofactor/service/internal/app"
+	"github.com/twofactor/service/internal/apptest"
+	"github.com/twofactor/service/internal/testenv"
 	"github.com/twofactor/service/web"
 )
 
@@ -125,16 +128,28 @@ func TestPageTokenOnlyForLoopback(t *testing.T) {
 		remote   string
 		host     string
 		want     bool
+		header   map[string]string
 	}{
-		{"localhost", true, "127.0.0.1:5000", "localhost:8080", true},
-		{"127.0.0.1", true, "127.0.0.1:5000", "127.0.0.1:8080", true},
-		{"ipv6 loopback", true, "[::1]:5000", "[::1]:8080", true},
-		{"other loopback address", true, "127.0.0.2:5000", "127.0.0.1:8080", true},
-		{"rebinding Host", true, "127.0.0.1:5000", "rebind.attacker.example:8080", false},
-		{"rebinding Host without port", true, "127.0.0.1:5000", "rebind.attacker.example", false},
-		{"localhost suffix", true, "127.0.0.1:5000", "localhost.attacker.example", false},
-		{"remote visitor", true, "203.0.113.9:5000", "localhost:8080", false},
-		{"production", false, "127.0.0.1:5000", "localhost:8080", false},
+		{"localhost", true, "127.0.0.1:5000", "localhost:8080", true, nil},
+		{"127.0.0.1", true, "127.0.0.1:5000", "127.0.0.1:8080", true, nil},
+		{"ipv6 loopback", true, "[::1]:5000", "[::1]:8080", true, nil},
+		{"other loopback address", true, "127.0.0.2:5000", "127.0.0.1:8080", true, nil},
+		{"rebinding Host", true, "127.0.0.1:5000", "rebind.attacker.example:8080", false, nil},
+		{"rebinding Host without port", true, "127.0.0.1:5000", "rebind.attacker.example", false, nil},
+		{"localhost suffix", true, "127.0.0.1:5000", "localhost.attacker.example", false, nil},
+		{"remote visitor", true, "203.0.113.9:5000", "localhost:8080", false, nil},
+		{"production", false, "127.0.0.1:5000", "localhost:8080", false, nil},
+		// A proxy or tunnel on this machine makes every visitor look local.
+		{"X-Forwarded-For", true, "127.0.0.1:5000", "localhost:8080", false, map[string]string{"X-Forwarded-For": "203.0.113.9"}},
+		{"Forwarded", true, "127.0.0.1:5000", "localhost:8080", false, map[string]string{"Forwarded": "for=203.0.113.9"}},
+		{"Via", true, "127.0.0.1:5000", "localhost:8080", false, map[string]string{"Via": "1.1 proxy"}},
+		{"X-Real-IP", true, "127.0.0.1:5000", "localhost:8080", false, map[string]string{"X-Real-IP": "203.0.113.9"}},
+		// Another site's <img> or fetch, in the visitor's own browser.
+		{"cross-site", true, "127.0.0.1:5000", "localhost:8080", false, map[string]string{"Sec-Fetch-Site": "cross-site"}},
+		{"same-site", true, "127.0.0.1:5000", "localhost:8080", false, map[string]string{"Sec-Fetch-Site": "same-site"}},
+		{"as an image", true, "127.0.0.1:5000", "localhost:8080", false, map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Dest": "image"}},
+		{"typed in", true, "127.0.0.1:5000", "localhost:8080", true, map[string]string{"Sec-Fetch-Site": "none", "Sec-Fetch-Dest": "document"}},
+		{"same-origin link", true, "127.0.0.1:5000", "localhost:8080", true, map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Dest": "document"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -142,6 +157,9 @@ func TestPageTokenOnlyForLoopback(t *testing.T) {
 			for _, path := range []string{"/", "/admin/"} {
 				req := httptest.NewRequest(http.MethodGet, path, nil)
 				req.RemoteAddr, req.Host = tc.remote, tc.host
+				for k, v := range tc.header {
+					req.Header.Set(k, v)
+				}
 				rec := httptest.NewRecorder()
 				h.ServeHTTP(rec, req)
 				cfg := pageConfigOf(t, rec.Body.String())
@@ -211,6 +229,12 @@ func TestAssets(t *testing.T) {
 		return rec
 	}
 	js := get("/assets/vendor/dist/graphiql.min.js")
+	if rec := get("/assets/vendor/dist/graphiql.min.js", "Range", "bytes=0-0,1-1,2-2,3-3,4-4,5-5"); rec.Code != http.StatusOK || rec.Body.Len() != js.Body.Len() {
+		t.Errorf("many ranges: %d with %d bytes, want the whole file once", rec.Code, rec.Body.Len())
+	}
+	if rec := get("/assets/vendor/dist/graphiql.min.js", "Range", "bytes=0-9"); rec.Code != http.StatusPartialContent || rec.Body.Len() != 10 {
+		t.Errorf("one range: %d with %d bytes, want 206 with 10", rec.Code, rec.Body.Len())
+	}
 	if js.Code != http.StatusOK || !strings.Contains(js.Header().Get("Content-Type"), "javascript") {
 		t.Fatalf("graphiql.min.js: %d %q", js.Code, js.Header().Get("Content-Type"))
 	}
@@ -223,4 +247,45 @@ func TestAssets(t *testing.T) {
 			t.Errorf("%s: %d, want 404", path, rec.Code)
 		}
 	}
+}
+
+// TestDemoLoginLoadChangesNothing: the demo user is made once at startup;
+// loading the login screen (which another site can make a browser do)
+// writes nothing and leaves an admin's choices standing.
+func TestDemoLoginLoadChangesNothing(t *testing.T) {
+	company := testenv.Company(t)
+	p := apptest.Start(t, func(o *app.Options) { o.Embedded, o.DemoCompany = true, company })
+	admin := p.Admin(t, company)
+	var u struct{ User struct{ TwoFactor struct{ Web bool } } }
+	admin.Must(t, `{ user(id: "demo-user") { twoFactor { web } } }`, nil, &u)
+	if !u.User.TwoFactor.Web {
+		t.Fatalf("the demo user should exist with 2FA on for the Web app at startup")
+	}
+	admin.Must(t, `mutation { setUserTwoFactor(input: {userId: "demo-user", app: WEB, enabled: false}) { userErrors { code } } }`, nil, nil)
+	before := auditCount(t, admin)
+	for _, site := range []string{"cross-site", "same-origin", ""} {
+		req, _ := http.NewRequest(http.MethodGet, p.URL+"/demo/login", nil)
+		if site != "" {
+			req.Header.Set("Sec-Fetch-Site", site)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	admin.Must(t, `{ user(id: "demo-user") { twoFactor { web } } }`, nil, &u)
+	if u.User.TwoFactor.Web {
+		t.Errorf("loading the login screen switched the demo user's 2FA back on")
+	}
+	if after := auditCount(t, admin); after != before {
+		t.Errorf("loading the login screen wrote %d audit rows", after-before)
+	}
+}
+
+func auditCount(t *testing.T, c *apptest.Client) int {
+	t.Helper()
+	var log struct{ AuditLog struct{ Edges []any } }
+	c.Must(t, `{ auditLog(first: 100) { edges { cursor } } }`, nil, &log)
+	return len(log.AuditLog.Edges)
 }

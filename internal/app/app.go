@@ -110,6 +110,14 @@ func New(o Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	ids := demo.Identities{Tokens: o.Tokens, Users: a.Users, Company: o.DemoCompany}
+	if o.Embedded {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := ids.EnsureUser(ctx); err != nil {
+			return nil, err
+		}
+	}
 	gql := graph.NewHandler(&graph.Resolver{
 		SettingsService:  a.Settings,
 		UserService:      a.Users,
@@ -127,7 +135,7 @@ func New(o Options) (*App, error) {
 		AllowedHeaders: o.AllowedHeaders,
 		Schema:         graph.SDL(),
 		MaxBodyBytes:   o.MaxBodyBytes,
-		Pages:          pages(o, a),
+		Pages:          pages(o, ids),
 		JWKS:           a.Signer.JWKS(),
 		Embedded:       o.Embedded,
 		Ready: func(ctx context.Context) error {
@@ -147,8 +155,7 @@ func New(o Options) (*App, error) {
 	return a, nil
 }
 
-func pages(o Options, a *App) web.Config {
-	ids := demo.Identities{Tokens: o.Tokens, Users: a.Users, Company: o.DemoCompany}
+func pages(o Options, ids demo.Identities) web.Config {
 	return web.Config{
 		Embedded: o.Embedded, DemoPages: o.DemoPages, Logger: o.Logger,
 		AdminToken: ids.AdminToken, DemoUserToken: ids.UserToken, Issuer: o.Issuer,

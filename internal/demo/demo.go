@@ -63,25 +63,30 @@ func (d Identities) AdminToken(context.Context) (string, error) {
 	return d.Tokens.Sign(AdminOf(d.company()), PageTokenTTL)
 }
 
-// UserToken makes sure the demo user exists with 2FA on in the Web app
-// (each change is audited like any other, as done by the demo admin) and
-// mints a user token for them.
-func (d Identities) UserToken(ctx context.Context) (string, error) {
+// EnsureUser creates the demo user, with 2FA on in the Web app, unless
+// they exist: done once at startup, so that loading a page changes
+// nothing (another site could make a browser load it) and an admin's
+// later changes to the user stand.
+func (d Identities) EnsureUser(ctx context.Context) error {
 	company, admin := d.company(), AdminOf(d.company())
-	u, err := d.Users.ByID(ctx, company, User.ID)
-	if errors.Is(err, users.ErrNotFound) {
-		u, err = d.Users.Create(ctx, admin, User)
-		if errors.Is(err, users.ErrAlreadyExists) { // created by a page load at the same moment
-			u, err = d.Users.ByID(ctx, company, User.ID)
-		}
+	_, err := d.Users.ByID(ctx, company, User.ID)
+	if !errors.Is(err, users.ErrNotFound) {
+		return err
+	}
+	_, err = d.Users.Create(ctx, admin, User)
+	if errors.Is(err, users.ErrAlreadyExists) { // another instance at the same moment
+		return nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("demo user: %w", err)
+		return fmt.Errorf("create demo user: %w", err)
 	}
-	if !u.TwoFactor(users.Web) {
-		if _, err := d.Users.SetTwoFactor(ctx, admin, User.ID, users.Web, true); err != nil {
-			return "", fmt.Errorf("demo user: switch 2FA on: %w", err)
-		}
+	if _, err := d.Users.SetTwoFactor(ctx, admin, User.ID, users.Web, true); err != nil {
+		return fmt.Errorf("demo user: switch 2FA on: %w", err)
 	}
-	return d.Tokens.Sign(auth.Caller{UserID: User.ID, Company: company, Role: auth.RoleUser, Name: User.DisplayName}, PageTokenTTL)
+	return nil
+}
+
+// UserToken mints a user token for the demo user.
+func (d Identities) UserToken(context.Context) (string, error) {
+	return d.Tokens.Sign(auth.Caller{UserID: User.ID, Company: d.company(), Role: auth.RoleUser, Name: User.DisplayName}, PageTokenTTL)
 }
