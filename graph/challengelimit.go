@@ -29,7 +29,7 @@ func (oneChallengePerOperation) MutateOperationContext(_ context.Context, oc *gr
 	if oc.Operation == nil {
 		return nil
 	}
-	if n := countChallengeFields(oc.Operation.SelectionSet); n > 1 {
+	if n := countChallengeFields(oc.Operation.SelectionSet, map[string]int{}); n > 1 {
 		return &gqlerror.Error{
 			Message:    fmt.Sprintf("an operation may hold at most one issueChallenge or verifyChallenge field; this one holds %d", n),
 			Extensions: map[string]any{"code": "TOO_MANY_CHALLENGE_FIELDS"},
@@ -38,20 +38,31 @@ func (oneChallengePerOperation) MutateOperationContext(_ context.Context, oc *gr
 	return nil
 }
 
-func countChallengeFields(set ast.SelectionSet) int {
+// countChallengeFields counts challenge fields as they would run, through
+// aliases and fragments. Each fragment is counted once (memo): walking it
+// again at every spread made fragments that spread the next twice cost
+// 2^levels.
+func countChallengeFields(set ast.SelectionSet, memo map[string]int) int {
 	n := 0
 	for _, sel := range set {
 		switch s := sel.(type) {
 		case *ast.Field:
 			if challengeFields[s.Name] {
-				n++
+				n = saturatingAdd(n, 1)
 			}
 		case *ast.InlineFragment:
-			n += countChallengeFields(s.SelectionSet)
+			n = saturatingAdd(n, countChallengeFields(s.SelectionSet, memo))
 		case *ast.FragmentSpread:
-			if s.Definition != nil {
-				n += countChallengeFields(s.Definition.SelectionSet)
+			if s.Definition == nil {
+				break
 			}
+			c, ok := memo[s.Name]
+			if !ok {
+				memo[s.Name] = 0 // validation refuses cycles
+				c = countChallengeFields(s.Definition.SelectionSet, memo)
+				memo[s.Name] = c
+			}
+			n = saturatingAdd(n, c)
 		}
 	}
 	return n

@@ -47,7 +47,7 @@ func (d depthLimit) MutateOperationContext(_ context.Context, oc *graphql.Operat
 func tooDeep(format string, limit int) *gqlerror.Error {
 	return &gqlerror.Error{
 		Message:    fmt.Sprintf(format, limit),
-		Extensions: map[string]any{"code": "DEPTH_LIMIT_EXCEEDED"},
+		Extensions: map[string]any{"code": CodeDepthLimitExceeded},
 	}
 }
 

@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -39,7 +40,11 @@ func (introspectionGate) Validate(graphql.ExecutableSchema) error { return nil }
 
 func (introspectionGate) MutateOperationContext(ctx context.Context, oc *graphql.OperationContext) *gqlerror.Error {
 	oc.DisableIntrospection = true
-	if oc.Operation == nil || !usesIntrospection(oc.Operation.SelectionSet, map[string]bool{}) {
+	if oc.Operation == nil {
+		return nil
+	}
+	n := countIntrospection(oc.Operation.SelectionSet)
+	if n.schema == 0 && n.types == 0 {
 		return nil
 	}
 	c, err := auth.FromContext(ctx)
@@ -50,33 +55,65 @@ func (introspectionGate) MutateOperationContext(ctx context.Context, oc *graphql
 		return &gqlerror.Error{Message: "only admin and service tokens may introspect the schema",
 			Extensions: map[string]any{"code": CodeForbidden}}
 	}
+	if n.schema > MaxSchemaFields || n.types > MaxTypeFields {
+		return &gqlerror.Error{
+			Message: fmt.Sprintf("an operation may hold at most %d __schema and %d __type fields, counting aliases and fragments",
+				MaxSchemaFields, MaxTypeFields),
+			Extensions: map[string]any{"code": CodeIntrospectionLimitExceeded},
+		}
+	}
 	oc.DisableIntrospection = false
 	return nil
 }
 
-// usesIntrospection reports whether a root selection set asks for
-// __schema or __type, directly or through fragments.
-func usesIntrospection(set ast.SelectionSet, seen map[string]bool) bool {
+// Introspection answers with the whole schema whatever the query's size,
+// so it has its own budget per operation: one __schema, which
+// getIntrospectionQuery() uses, and a few __type. Without it 2,000
+// aliased __schema made a 95 MB response.
+const (
+	MaxSchemaFields = 1
+	MaxTypeFields   = 10
+	// CodeIntrospectionLimitExceeded refuses an operation over them.
+	CodeIntrospectionLimitExceeded = "INTROSPECTION_LIMIT_EXCEEDED"
+)
+
+type introspectionCount struct{ schema, types int }
+
+// countIntrospection counts the __schema and __type fields of a root
+// selection set as they run: fields with one response name, whether
+// written twice or reached through several fragments, merge into one,
+// and each alias is another. It reads each fragment once.
+func countIntrospection(set ast.SelectionSet) introspectionCount {
+	names := map[string]map[string]bool{"__schema": {}, "__type": {}}
+	collectRootFields(set, map[string]bool{}, func(f *ast.Field) {
+		if byName, ok := names[f.Name]; ok {
+			alias := f.Alias
+			if alias == "" {
+				alias = f.Name
+			}
+			byName[alias] = true
+		}
+	})
+	return introspectionCount{schema: len(names["__schema"]), types: len(names["__type"])}
+}
+
+// collectRootFields calls found for each field of set, through inline
+// fragments and fragments (each fragment once: spreading it again adds
+// no field).
+func collectRootFields(set ast.SelectionSet, seen map[string]bool, found func(*ast.Field)) {
 	for _, sel := range set {
 		switch s := sel.(type) {
 		case *ast.Field:
-			if isIntrospection(s) {
-				return true
-			}
+			found(s)
 		case *ast.InlineFragment:
-			if usesIntrospection(s.SelectionSet, seen) {
-				return true
-			}
+			collectRootFields(s.SelectionSet, seen, found)
 		case *ast.FragmentSpread:
 			if s.Definition != nil && !seen[s.Name] {
 				seen[s.Name] = true
-				if usesIntrospection(s.Definition.SelectionSet, seen) {
-					return true
-				}
+				collectRootFields(s.Definition.SelectionSet, seen, found)
 			}
 		}
 	}
-	return false
 }
 
 // presentError gives every error a code and drops "Did you mean …"

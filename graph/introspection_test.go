@@ -212,3 +212,44 @@ func runIntrospect(t *testing.T, dir, url, token string) introspectLine {
 	}
 	return line
 }
+
+// Introspection answers with the whole schema however small the query, so
+// an operation may hold one __schema and a few __type, counted through
+// aliases and fragments (issue 7: "introspection stays bounded by its own
+// shape"; the review's 2,000 aliased __schema made 95 MB).
+func TestIntrospectionBudget(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	co := testenv.Company(t)
+	types := func(n int) string { return numbered(n, "{", ` t%d: __type(name: "User") { name }`, "}") }
+	cases := []struct {
+		name, query string
+		ok          bool
+	}{
+		{"standard introspection query", standardIntrospection(t), true},
+		{"__schema and 10 __type", strings.Replace(types(10), "{", "{ __schema { queryType { name } }", 1), true},
+		{"two aliased __schema", `{ a: __schema { queryType { name } } b: __schema { queryType { name } } }`, false},
+		{"__schema twice by one name, merged", `{ __schema { queryType { name } } __schema { types { name } } }`, true},
+		{"aliased __schema through two fragments", `{ ...A ...B } fragment A on Query { a: __schema { queryType { name } } } fragment B on Query { b: __schema { queryType { name } } }`, false},
+		{"one __schema through doubled fragments", doubling(3, schemaLeaf), true},
+		{"two aliased __schema in doubled fragments", doubling(3, "a: "+schemaLeaf+" b: "+schemaLeaf), false},
+		{"11 __type", types(11), false},
+	}
+	for role, c := range map[string]*apptest.Client{"admin": s.Admin(t, co), "service": s.Service(t, co)} {
+		for _, tc := range cases {
+			t.Run(role+"/"+tc.name, func(t *testing.T) {
+				r := c.Do(t, tc.query, nil)
+				if tc.ok {
+					if len(r.Errors) > 0 || len(r.Data) < 3 {
+						t.Fatalf("errors %+v data %.100s", r.Errors, r.Data)
+					}
+					return
+				}
+				wantCode(t, r, "INTROSPECTION_LIMIT_EXCEEDED")
+				if msg := r.Errors[0].Message; !strings.Contains(msg, "1 __schema") || !strings.Contains(msg, "10 __type") {
+					t.Errorf("message %q does not name the limits", msg)
+				}
+			})
+		}
+	}
+}

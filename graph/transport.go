@@ -3,6 +3,7 @@ package graph
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -48,7 +49,17 @@ type requestError struct {
 }
 
 func (g requestGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") || r.Method == http.MethodOptions {
+	if up := r.Header.Get("Upgrade"); up != "" {
+		if strings.EqualFold(up, "websocket") {
+			g.upgrade(w, r)
+			return
+		}
+		// Another protocol (curl --http2 asks for h2c): ignored, as HTTP
+		// allows, rather than handed to gqlgen's websocket transport,
+		// which claims any request with an Upgrade header.
+		r.Header.Del("Upgrade")
+	}
+	if r.Method == http.MethodOptions {
 		g.next.ServeHTTP(w, r)
 		return
 	}
@@ -70,6 +81,57 @@ func (g requestGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), transportKey{}, info)))
+}
+
+// upgrade passes a valid websocket handshake to gqlgen and refuses any
+// other with BAD_REQUEST. gqlgen would answer it with the websocket
+// library's message in text/plain, quoting the request's headers, and
+// log it.
+func (g requestGate) upgrade(w http.ResponseWriter, r *http.Request) {
+	if msg := checkHandshake(r); msg != "" {
+		if r.Header.Get("Sec-WebSocket-Version") != "13" {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		writeBadRequest(w, &requestError{http.StatusBadRequest, "not a valid websocket handshake: " + msg})
+		return
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// checkHandshake says what makes r not a websocket handshake (RFC 6455
+// section 4.2.1), as github.com/coder/websocket checks it, or "".
+func checkHandshake(r *http.Request) string {
+	switch {
+	case r.ProtoMajor != 1 || r.ProtoMinor < 1:
+		return "it needs HTTP/1.1"
+	case r.Method != http.MethodGet:
+		return "the method must be GET"
+	case !headerHasToken(r.Header, "Connection", "upgrade"):
+		return "the Connection header must include Upgrade"
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		return "Sec-WebSocket-Version must be 13"
+	}
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return "it needs one Sec-WebSocket-Key header"
+	}
+	if key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(key) != 16 {
+		return "Sec-WebSocket-Key must be 16 bytes in base64"
+	}
+	return ""
+}
+
+// headerHasToken reports whether a comma-separated header holds token,
+// in any case.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func checkPOST(r *http.Request) *requestError {

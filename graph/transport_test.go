@@ -143,3 +143,64 @@ func TestSubscriptionOverPlainHTTP(t *testing.T) {
 		t.Errorf("SSE: status %d, Content-Type %q", resp.StatusCode, ct)
 	}
 }
+
+// A request that asks for a websocket but is not a valid handshake gets
+// BAD_REQUEST in JSON, with nothing of the request in it; gqlgen's
+// websocket transport answered 426 text/plain quoting the headers. A
+// valid handshake still opens a websocket, and an Upgrade to another
+// protocol (curl --http2 sends Upgrade: h2c) is ignored, as HTTP allows.
+func TestWebsocketHandshakeRefusals(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	key := "dGhlIHNhbXBsZSBub25jZQ==" // 16 bytes, from RFC 6455
+	valid := func(change map[string]string) map[string]string {
+		h := map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": key}
+		for k, v := range change {
+			h[k] = v
+		}
+		return h
+	}
+	cases := []struct {
+		name, method string
+		header       map[string]string
+		body         string
+	}{
+		{"POST", "POST", valid(map[string]string{"Content-Type": "application/json"}), `{"query":"` + marker + `"}`},
+		{"POST without the other headers", "POST", map[string]string{"Upgrade": "websocket"}, `{}`},
+		{"no Connection: upgrade", "GET", valid(map[string]string{"Connection": "keep-alive, " + marker}), ""},
+		{"version 8", "GET", valid(map[string]string{"Sec-WebSocket-Version": "8" + marker}), ""},
+		{"no version", "GET", valid(map[string]string{"Sec-WebSocket-Version": ""}), ""},
+		{"key not base64", "GET", valid(map[string]string{"Sec-WebSocket-Key": marker}), ""},
+		{"key of 8 bytes", "GET", valid(map[string]string{"Sec-WebSocket-Key": "AAAAAAAAAAA="}), ""},
+		{"no key", "GET", valid(map[string]string{"Sec-WebSocket-Key": ""}), ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{}
+			for k, v := range tc.header {
+				if v != "" {
+					h[k] = v
+				}
+			}
+			res := send(t, tc.method, s.URL+"/query", h, strings.NewReader(tc.body))
+			checkRefusal(t, transportCase{status: http.StatusBadRequest, code: "BAD_REQUEST"}, res)
+			if r := res.gql(t); len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Message, "websocket handshake") {
+				t.Errorf("errors %+v", r.Errors)
+			}
+		})
+	}
+
+	admin := s.Admin(t, testenv.Company(t))
+	h2c := map[string]string{"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABkAAQAoAAAAAIAAAAA",
+		"Content-Type": "application/json", "Authorization": "Bearer " + admin.Token}
+	res := send(t, "POST", s.URL+"/query", h2c, strings.NewReader(`{"query":"{ __typename }"}`))
+	if r := res.gql(t); res.Status != http.StatusOK || string(r.Data) != `{"__typename":"Query"}` {
+		t.Errorf("Upgrade: h2c: status %d body %s", res.Status, res.Body)
+	}
+	delete(h2c, "Authorization")
+	if res := send(t, "POST", s.URL+"/query", h2c, strings.NewReader(`{"query":"{ __typename }"}`)); res.Status != http.StatusUnauthorized {
+		t.Errorf("Upgrade: h2c without a token: status %d body %s", res.Status, res.Body)
+	}
+	ws := dialWS(t, s, admin.Token)
+	wantData(t, ws.run(t, "1", `{ __typename }`), `{"__typename":"Query"}`)
+}

@@ -24,6 +24,11 @@ const (
 	closeInitTimeout = 4408
 )
 
+// MaxWebsocketMessage is the largest websocket message read, the same as
+// an HTTP body: a larger one closes the connection with 1009 (message too
+// big) before anything in it runs. gqlgen's default is 1 MB.
+const MaxWebsocketMessage = 64 << 10
+
 // WebsocketOptions configure live subscriptions.
 type WebsocketOptions struct {
 	// Verify checks a bearer token from connection_init.
@@ -46,6 +51,7 @@ func (o WebsocketOptions) transport() transport.Websocket {
 	if o.PingInterval <= 0 {
 		o.PingInterval = 15 * time.Second
 	}
+	readLimit := int64(MaxWebsocketMessage)
 	return transport.Websocket{
 		Implementation: websocketImpl{
 			// httpapi has already checked the Origin against ALLOWED_ORIGINS.
@@ -53,6 +59,7 @@ func (o WebsocketOptions) transport() transport.Websocket {
 			writeTimeout: o.WriteTimeout,
 		},
 		InitTimeout:           o.InitTimeout,
+		PayloadReadLimit:      &readLimit,
 		KeepAlivePingInterval: o.PingInterval, // legacy graphql-ws
 		PingPongInterval:      o.PingInterval, // graphql-transport-ws: a peer that misses two pongs is dropped
 		InitFunc: func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
