@@ -34,6 +34,7 @@ import (
 	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/delivery"
 	"github.com/twofactor/service/internal/demo"
+	"github.com/twofactor/service/internal/httpapi"
 	"github.com/twofactor/service/internal/otp"
 	"github.com/twofactor/service/internal/store"
 )
@@ -41,15 +42,20 @@ import (
 // config is the service's environment.
 type config struct {
 	ListenAddr     string
+	MetricsAddr    string
 	DatabaseURL    string
 	RedisURL       string
 	DataDir        string
 	JWTSecret      string
+	AuthIssuer     string        // AUTH_ISSUER: required iss of caller tokens
+	AuthAudience   string        // AUTH_AUDIENCE: required aud of caller tokens
+	AuthMaxTTL     time.Duration // AUTH_MAX_TOKEN_TTL: how far ahead exp may be
 	AllowedOrigins []string
 	AllowedHeaders []string
 	LogLevel       slog.Level
 
 	CodeHMACKey      string
+	CursorKey        string // CURSOR_KEY: seals cursors and audit ids; empty derives one from CodeHMACKey
 	CodeLength       int
 	AssertionKeyFile string
 	AssertionIssuer  string
@@ -91,10 +97,17 @@ func loadConfig() (config, error) {
 	default:
 		c.ListenAddr = ":8080"
 	}
+	// /metrics has a listener of its own, on this machine unless set;
+	// METRICS_ADDR set to nothing turns it off.
+	c.MetricsAddr = "127.0.0.1:9464"
+	if v, ok := os.LookupEnv("METRICS_ADDR"); ok {
+		c.MetricsAddr = v
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LOG_LEVEL: %w", err)
 	}
 	c.CodeHMACKey = os.Getenv("CODE_HMAC_KEY")
+	c.CursorKey = os.Getenv("CURSOR_KEY")
 	c.AssertionKeyFile = os.Getenv("ASSERTION_PRIVATE_KEY_FILE")
 	c.AssertionIssuer = envOr("ASSERTION_ISSUER", app.DefaultIssuer)
 	c.TwilioAccountSID, c.TwilioAuthToken = os.Getenv("TWILIO_ACCOUNT_SID"), os.Getenv("TWILIO_AUTH_TOKEN")
@@ -106,6 +119,8 @@ func loadConfig() (config, error) {
 	c.CodeLength = p.int("CODE_LENGTH", 6)
 	c.DevLogDelivery = p.bool("DEV_LOG_DELIVERY")
 	c.DemoPages = p.bool("DEMO_PAGES")
+	c.AuthIssuer, c.AuthAudience = os.Getenv("AUTH_ISSUER"), os.Getenv("AUTH_AUDIENCE")
+	c.AuthMaxTTL = p.duration("AUTH_MAX_TOKEN_TTL", auth.DefaultMaxTTL)
 	c.Challenge = challenge.Config{
 		CodeTTL:              p.duration("CODE_TTL", d.CodeTTL),
 		ResendCooldown:       p.duration("RESEND_COOLDOWN", d.ResendCooldown),
@@ -222,9 +237,14 @@ func (c config) challengeOptions(logger *slog.Logger) (app.Options, error) {
 		o.SMS = delivery.Webhook{URL: c.SMSWebhookURL, Secret: c.SMSWebhookSecret, Client: client}
 	}
 	if c.SMTPURL != "" {
-		if o.Email, err = delivery.NewSMTP(c.SMTPURL, c.EmailFrom, nil); err != nil {
+		smtp, err := delivery.NewSMTP(c.SMTPURL, c.EmailFrom, nil)
+		if err != nil {
 			return o, err
 		}
+		if smtp.Plaintext() {
+			logger.Warn("SMTP_URL has tls=none: codes are emailed unencrypted and can be read on the network")
+		}
+		o.Email = smtp
 	}
 	devOK := c.embedded() || c.DevLogDelivery
 	for _, ch := range []struct {
@@ -259,7 +279,8 @@ func (c config) tokens() (t *auth.Tokens, created bool, err error) {
 			return nil, false, err
 		}
 	}
-	if t, err = auth.NewTokens(secret); err != nil {
+	t, err = auth.NewTokens(secret, auth.WithIssuer(c.AuthIssuer), auth.WithAudience(c.AuthAudience), auth.WithMaxTTL(c.AuthMaxTTL))
+	if err != nil {
 		return nil, false, fmt.Errorf("AUTH_JWT_SECRET: %w", err)
 	}
 	return t, created, nil
@@ -371,6 +392,8 @@ then lets in-flight requests finish. It serves:
   /schema.graphql        the schema, for codegen (admin or service token)
   /.well-known/jwks.json keys that verify challenge assertions
   /healthz, /readyz      liveness and readiness
+and Prometheus metrics at /metrics on METRICS_ADDR (default 127.0.0.1:9464;
+empty turns them off), never on LISTEN_ADDR.
 
 In embedded mode (no DATABASE_URL) it prints an admin token for company
 "demo", and pages opened from this machine get one filled in.
@@ -452,12 +475,45 @@ func runServe(args []string, out, errOut io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "mode", cfg.mode())
+	metricsLn, err := listenMetrics(cfg.MetricsAddr, logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	if cfg.embedded() {
 		if err := banner(out, cfg, ln.Addr(), tokens); err != nil {
 			return err
 		}
 	}
-	return serveUntilSignal(ctx, a, ln, logger)
+	return serveUntilSignal(ctx, a, ln, metricsLn, logger)
+}
+
+// listenMetrics opens METRICS_ADDR, or returns nil when it is empty.
+func listenMetrics(addr string, logger *slog.Logger) (net.Listener, error) {
+	if addr == "" {
+		logger.Info("metrics are off (METRICS_ADDR is empty)")
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on METRICS_ADDR %s: %w", addr, err)
+	}
+	logger.Info("metrics listening", "addr", ln.Addr().String())
+	return ln, nil
+}
+
+// loopbackAddr reports whether a listen address reaches this machine
+// only: localhost or a loopback IP (":8080" and "0.0.0.0:8080" do not).
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (c config) mode() string {
@@ -497,6 +553,11 @@ func build(ctx context.Context, cfg config, logger *slog.Logger) (a *app.App, to
 	opts.DB, opts.Redis, opts.Tokens, opts.Logger = db, rdb, tokens, logger
 	opts.AllowedOrigins, opts.Embedded, opts.DemoPages = cfg.AllowedOrigins, cfg.embedded(), cfg.DemoPages
 	opts.AllowedHeaders = cfg.AllowedHeaders
+	opts.CursorKey = []byte(cfg.CursorKey)
+	// Embedded mode on a loopback address answers to this machine's names
+	// only, against DNS rebinding; a LISTEN_ADDR open to the network
+	// serves whatever name it is reached by.
+	opts.LoopbackHostsOnly = cfg.embedded() && loopbackAddr(cfg.ListenAddr)
 	a, err = app.New(opts)
 	return a, tokens, closeBackends, err
 }
@@ -504,7 +565,8 @@ func build(ctx context.Context, cfg config, logger *slog.Logger) (a *app.App, to
 // banner tells the person at the terminal where to go, with a demo admin
 // token. Printed, not logged: the token is for them.
 func banner(out io.Writer, cfg config, addr net.Addr, tokens *auth.Tokens) error {
-	tok, err := tokens.Sign(demo.Admin, 24*time.Hour)
+	ttl := min(24*time.Hour, tokens.MaxTTL())
+	tok, err := tokens.Sign(demo.Admin, ttl)
 	if err != nil {
 		return err
 	}
@@ -513,26 +575,24 @@ func banner(out io.Writer, cfg config, addr net.Addr, tokens *auth.Tokens) error
 		"Playground:    %s/\n"+
 		"Admin console: %s/admin/\n"+
 		"Demo login:    %s/demo/login\n"+
-		"Admin token for company %q (valid 24h; pages opened on this machine get one filled in):\n%s\n\n",
-		cfg.DataDir, base, base, base, demo.Company, tok)
+		"Admin token for company %q (valid %s; pages opened on this machine get one filled in):\n%s\n\n",
+		cfg.DataDir, base, base, base, demo.Company, strings.TrimSuffix(strings.TrimSuffix(ttl.String(), "0s"), "0m"), tok)
 	return err
 }
 
 // serveUntilSignal serves until SIGINT or SIGTERM, then lets in-flight
-// requests finish.
-func serveUntilSignal(ctx context.Context, a *app.App, ln net.Listener, logger *slog.Logger) error {
-	srv := &http.Server{
-		Handler:           a.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// Request contexts must not derive from ctx: SIGTERM cancels it,
-		// and in-flight requests are meant to finish, not fail.
-	}
+// requests finish. metricsLn, if not nil, serves /metrics.
+func serveUntilSignal(ctx context.Context, a *app.App, ln, metricsLn net.Listener, logger *slog.Logger) error {
+	// Timeouts and header limits are httpapi's. Request contexts must not
+	// derive from ctx: SIGTERM cancels it, and in-flight requests are
+	// meant to finish, not fail.
+	srv := httpapi.NewServer(a.Handler)
 	// Shutdown does not wait for hijacked websockets: end their streams
 	// with a resume hint instead of cutting them off silently.
 	srv.RegisterOnShutdown(a.Close)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	metricsSrv := serveMetrics(a, metricsLn, errc)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -544,8 +604,26 @@ func serveUntilSignal(ctx context.Context, a *app.App, ln net.Listener, logger *
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	if metricsSrv != nil {
+		if err := metricsSrv.Shutdown(shutdownCtx); err != nil {
+			return fmt.Errorf("shutdown metrics: %w", err)
+		}
+	}
 	logger.Info("stopped")
 	return nil
+}
+
+// serveMetrics serves GET /metrics on ln, apart from the public
+// listener; nil ln serves nothing.
+func serveMetrics(a *app.App, ln net.Listener, errc chan<- error) *http.Server {
+	if ln == nil {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.Metrics.Handler())
+	srv := httpapi.NewServer(mux)
+	go func() { errc <- fmt.Errorf("metrics: %w", srv.Serve(ln)) }()
+	return srv
 }
 
 // displayAddr is an address to open in a browser on this machine.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -158,7 +159,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("request without token: status %d, errors %+v", anon.Status, anon.Errors)
 	}
 
-	if metrics := get(t, base+"/metrics"); !strings.Contains(metrics, "twofactor_http_requests_total") {
+	if metrics := get(t, "http://"+p.logged(t, "metrics listening")+"/metrics"); !strings.Contains(metrics, "twofactor_http_requests_total") {
 		t.Fatalf("/metrics lacks the request counter:\n%.500s", metrics)
 	}
 
@@ -297,9 +298,10 @@ func buildBinary(t *testing.T) string {
 }
 
 // cleanEnv is a minimal environment plus extra, so no configuration of
-// the machine running the tests reaches the binary.
+// the machine running the tests reaches the binary. Metrics listen on a
+// free port, so binaries running at once never compete for the default.
 func cleanEnv(extra ...string) []string {
-	var env []string
+	env := []string{"METRICS_ADDR=127.0.0.1:0"}
 	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GOCOVERDIR"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
@@ -356,6 +358,17 @@ func startBinary(t *testing.T, bin, dir string, env []string) *process {
 		return false
 	})
 	return p
+}
+
+// logged returns the addr of the first log line with message msg.
+func (p *process) logged(t *testing.T, msg string) string {
+	t.Helper()
+	re := regexp.MustCompile(`"msg":"` + regexp.QuoteMeta(msg) + `","addr":"([^"]+)"`)
+	m := re.FindStringSubmatch(p.stderr.String())
+	if m == nil {
+		t.Fatalf("no %q log line; stderr:\n%s", msg, p.stderr.String())
+	}
+	return m[1]
 }
 
 func waitOK(t *testing.T, url string) {
@@ -459,5 +472,125 @@ func TestCommands(t *testing.T) {
 		if !strings.Contains(stderr.String(), tc.stderr) {
 			t.Errorf("%s: stderr %q lacks %q", name, stderr.String(), tc.stderr)
 		}
+	}
+}
+
+// startEmbedded builds the binary and runs it in embedded mode (whatever
+// backends the tests use: these checks are about the HTTP edge) with env
+// added.
+func startEmbedded(t *testing.T, env ...string) *process {
+	t.Helper()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	p := startBinary(t, bin, dir, cleanEnv(append([]string{"DATA_DIR=" + dir, "LISTEN_ADDR=127.0.0.1:0"}, env...)...))
+	waitOK(t, "http://"+p.addr+"/healthz")
+	return p
+}
+
+// Finding 1 (the listener half): /metrics is not on the public port but
+// on METRICS_ADDR, and METRICS_ADDR set empty turns it off.
+func TestUnboundedMetricLabels(t *testing.T) {
+	p := startEmbedded(t)
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /metrics on LISTEN_ADDR = %d, want 404", resp.StatusCode)
+	}
+	addr := p.logged(t, "metrics listening")
+	if host, _, _ := net.SplitHostPort(addr); host != "127.0.0.1" {
+		t.Errorf("metrics listen on %s, want loopback", addr)
+	}
+	if text := get(t, "http://"+addr+"/metrics"); !strings.Contains(text, `twofactor_http_requests_total{method="GET",route="/healthz",status="200"}`) {
+		t.Errorf("metrics listener lacks the request counter:\n%.500s", text)
+	}
+
+	off := startEmbedded(t, "METRICS_ADDR=")
+	if !strings.Contains(off.stderr.String(), "metrics are off") || strings.Contains(off.stderr.String(), "metrics listening") {
+		t.Errorf("METRICS_ADDR= should turn metrics off; stderr:\n%s", off.stderr.String())
+	}
+}
+
+// Finding 3: a request that declares a body and never sends it is
+// answered and its connection closed, not held; headers are bounded.
+func TestNoBodyDeadline(t *testing.T) {
+	p := startEmbedded(t)
+	cases := []struct {
+		name, raw string
+		status    int
+	}{
+		{"anonymous POST, body never sent",
+			"POST /query HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n", 401},
+		{"20 KiB of headers",
+			"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", 431},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", p.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// A safety net: the server is expected to close at once.
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.WriteString(c, tc.raw); err != nil {
+				t.Fatal(err)
+			}
+			all, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("the server held the connection (%v) after %q", err, firstLine(all))
+			}
+			if want := fmt.Sprintf("HTTP/1.1 %d ", tc.status); !strings.HasPrefix(string(all), want) {
+				t.Errorf("response %q, want %s", firstLine(all), want)
+			}
+		})
+	}
+}
+
+func firstLine(b []byte) string {
+	line, _, _ := strings.Cut(string(b), "\r\n")
+	return line
+}
+
+// Finding 4: embedded mode on a loopback LISTEN_ADDR refuses a Host that
+// is not this machine (DNS rebinding); an explicit LISTEN_ADDR open to the
+// network serves any Host.
+func TestDNSRebinding(t *testing.T) {
+	cases := []struct {
+		listen string
+		host   string
+		status int
+	}{
+		{"127.0.0.1:0", "rebind.attacker.example", http.StatusMisdirectedRequest},
+		{"127.0.0.1:0", "localhost", http.StatusOK},
+		{"0.0.0.0:0", "rebind.attacker.example", http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.listen+" "+tc.host, func(t *testing.T) {
+			p := startEmbedded(t, "LISTEN_ADDR="+tc.listen)
+			_, port, err := net.SplitHostPort(p.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, err := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+port+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = tc.host
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %.200s", resp.StatusCode, tc.status, body)
+			}
+			if tc.status != http.StatusOK && !strings.Contains(string(body), `"code":"MISDIRECTED_REQUEST"`) {
+				t.Errorf("body %s, want a MISDIRECTED_REQUEST error", body)
+			}
+		})
 	}
 }

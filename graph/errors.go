@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/twofactor/service/graph/model"
@@ -56,10 +57,30 @@ func (r *Resolver) toGQL(ctx context.Context, err error) error {
 		se := r.streamError(ctx, err)
 		e.Message, e.Extensions["code"] = se.Message, se.Extensions["code"]
 	default:
-		r.Logger.ErrorContext(ctx, "resolver failed", "path", graphql.GetPath(ctx).String(), "err", err)
+		id := middleware.GetReqID(ctx)
+		r.Logger.ErrorContext(ctx, "resolver failed", "path", graphql.GetPath(ctx).String(), "err", err, "request_id", id)
 		e.Message, e.Extensions["code"] = "internal error", CodeInternal
+		if id != "" {
+			e.Extensions["requestId"] = id
+		}
 	}
 	return e
+}
+
+// withRequestID gives every INTERNAL error in errs the request's id (the
+// X-Request-Id header and the request's log line), so what a client
+// reports can be found in the log. It also reaches errors made outside
+// toGQL: a resolver's panic, a null for a non-null field.
+func withRequestID(ctx context.Context, errs gqlerror.List) {
+	id := middleware.GetReqID(ctx)
+	if id == "" {
+		return
+	}
+	for _, e := range errs {
+		if e != nil && e.Extensions["code"] == CodeInternal {
+			e.Extensions["requestId"] = id
+		}
+	}
 }
 
 // streamError is how a live stream that ended early reports why.

@@ -44,15 +44,21 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 	srv.AddTransport(transport.SSE{}) // before POST: it claims POSTs that accept text/event-stream
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
-	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	queries := lru.New[*ast.QueryDocument](1000)
+	srv.SetQueryCache(queries)
+	srv.SetParserTokenLimit(MaxTokens) // documentBudget refuses first, with its own code
 	// Suggestions name fields to callers who may not introspect; off for
 	// everyone (presentError strips those of the other rules).
 	srv.SetDisableSuggestion(true)
 	srv.SetErrorPresenter(r.presentError)
+	srv.Use(errorCap{max: MaxErrors})
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	// After APQ, which may fill in the query; before gqlgen's validation.
+	srv.Use(documentBudget{cache: queries, maxTokens: MaxTokens, maxSelections: MaxSelections,
+		maxObjectFields: MaxObjectFields, maxPairs: MaxFieldPairs, maxNesting: MaxNesting})
 	srv.Use(transportFit{})
 	srv.Use(introspectionGate{})
-	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
+	srv.Use(&complexityLimit{max: limits.MaxComplexity})
 	srv.Use(depthLimit{max: limits.MaxDepth, introspectionMax: MaxIntrospectionDepth})
 	srv.Use(oneChallengePerOperation{})
 	srv.AroundOperations(expiredOnWebsocket)
@@ -67,23 +73,23 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 	return requestGate{next: srv}
 }
 
-// observe counts operations and error codes.
+// observe counts operations and error codes, and tags INTERNAL errors
+// with the request id. Labels name the operation by its top-level schema
+// fields (metrics.Operation), never by the client's operationName, which
+// could be anything and would make a new series each time.
 func observe(srv *handler.Server, m *metrics.Metrics) {
 	srv.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
 		resp := next(ctx)
 		if graphql.HasOperationContext(ctx) {
-			oc := graphql.GetOperationContext(ctx)
-			if oc.Operation != nil {
-				m.GraphQLOps.WithLabelValues(string(oc.Operation.Operation), oc.OperationName).Inc()
-			}
+			// Operation is set only once the document has validated.
+			typ, name := metrics.Operation(graphql.GetOperationContext(ctx).Operation)
+			m.GraphQLOps.WithLabelValues(typ, name).Inc()
 		}
 		if resp != nil {
+			withRequestID(ctx, resp.Errors)
 			for _, e := range resp.Errors {
 				code, _ := e.Extensions["code"].(string)
-				if code == "" {
-					code = "UNKNOWN"
-				}
-				m.GraphQLErrors.WithLabelValues(code).Inc()
+				m.GraphQLErrors.WithLabelValues(metrics.Code(code)).Inc()
 			}
 		}
 		return resp

@@ -18,6 +18,7 @@ import (
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
+	"github.com/twofactor/service/internal/cursor"
 	"github.com/twofactor/service/internal/delivery"
 	"github.com/twofactor/service/internal/demo"
 	"github.com/twofactor/service/internal/feed"
@@ -54,12 +55,20 @@ type Options struct {
 	SMS, Email   delivery.Sender
 	Now          func() time.Time // nil for the wall clock
 
+	// CursorKey seals cursors and public audit ids (CURSOR_KEY); empty
+	// derives a key from Codes' key, which every instance shares.
+	CursorKey []byte
+
 	// Live audit feed.
 	Feed      feed.Options
 	Websocket graph.WebsocketOptions
 	// Embedded is embedded mode: localhost websocket origins are allowed,
 	// and pages opened on this machine get demo tokens.
 	Embedded bool
+	// LoopbackHostsOnly refuses requests whose Host header does not name
+	// this machine (DNS rebinding); main sets it in embedded mode on a
+	// loopback LISTEN_ADDR.
+	LoopbackHostsOnly bool
 }
 
 // App is the assembled service.
@@ -71,7 +80,9 @@ type App struct {
 	Challenge *challenge.Service
 	Signer    *assertion.Signer
 	Feed      *feed.Hub
-	Metrics   *metrics.Metrics
+	// Metrics are not on Handler: main serves Metrics.Handler() on its
+	// own listener (METRICS_ADDR), and tests may call it directly.
+	Metrics *metrics.Metrics
 }
 
 // Close ends live streams (telling clients to resume elsewhere) and stops
@@ -93,16 +104,19 @@ func New(o Options) (*App, error) {
 	// The log announces new rows through the feed; the feed reads them
 	// back from the log.
 	announce := &notifier{}
-	a.Audit = audit.NewLog(o.DB, announce, o.Logger)
+	cursors, err := cursorCodec(o)
+	if err != nil {
+		return nil, err
+	}
+	a.Audit = audit.NewLog(o.DB, announce, o.Logger, audit.WithCodec(cursors))
 	a.Feed = feed.NewHub(o.Redis.Client, a.Audit, o.Logger, o.Feed)
 	announce.Notifier = a.Feed
 	a.Settings = settings.NewService(o.DB, a.Audit)
-	a.Users = users.NewService(o.DB, a.Audit, a.Settings)
+	a.Users = users.NewService(o.DB, a.Audit, a.Settings, users.WithCodec(cursors))
 	if o.Issuer == "" {
 		o.Issuer = DefaultIssuer
 	}
 	a.Signer = assertion.NewSigner(o.Issuer, o.AssertionKey, o.Now)
-	var err error
 	a.Challenge, err = challenge.NewService(challenge.Deps{
 		Redis: o.Redis.Client, Users: a.Users, Settings: a.Settings, Audit: a.Audit,
 		Codes: o.Codes, Signer: a.Signer, SMS: o.SMS, Email: o.Email, Logger: o.Logger, Now: o.Now,
@@ -111,13 +125,6 @@ func New(o Options) (*App, error) {
 		return nil, err
 	}
 	ids := demo.Identities{Tokens: o.Tokens, Users: a.Users, Company: o.DemoCompany}
-	if o.Embedded {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := ids.EnsureUser(ctx); err != nil {
-			return nil, err
-		}
-	}
 	gql := graph.NewHandler(&graph.Resolver{
 		SettingsService:  a.Settings,
 		UserService:      a.Users,
@@ -138,6 +145,8 @@ func New(o Options) (*App, error) {
 		Pages:          pages(o, ids),
 		JWKS:           a.Signer.JWKS(),
 		Embedded:       o.Embedded,
+		// Refuses other Host names (DNS rebinding): see Options.
+		LoopbackHostsOnly: o.LoopbackHostsOnly,
 		Ready: func(ctx context.Context) error {
 			sqlDB, err := o.DB.DB()
 			if err == nil {
@@ -160,6 +169,21 @@ func pages(o Options, ids demo.Identities) web.Config {
 		Embedded: o.Embedded, DemoPages: o.DemoPages, Logger: o.Logger,
 		AdminToken: ids.AdminToken, DemoUserToken: ids.UserToken, Issuer: o.Issuer,
 	}
+}
+
+// cursorCodec keys cursors and public ids: CursorKey, or else the code
+// HMAC key's hash of a fixed label (never a code's hash: codes are not
+// empty), so every instance derives the same key with nothing new to set.
+func cursorCodec(o Options) (*cursor.Codec, error) {
+	key := o.CursorKey
+	if len(key) == 0 && o.Codes != nil {
+		key = []byte(o.Codes.Hash(cursor.DeriveLabel, ""))
+	}
+	c, err := cursor.New(key)
+	if err != nil {
+		return nil, fmt.Errorf("CURSOR_KEY: %w", err)
+	}
+	return c, nil
 }
 
 // notifier breaks the construction cycle between the log and the feed.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/rs/cors"
 
 	"github.com/twofactor/service/internal/auth"
@@ -47,6 +48,12 @@ type Config struct {
 	Embedded bool
 	// Schema is the SDL served at /schema.graphql to admins and services.
 	Schema []byte
+	// LoopbackHostsOnly refuses requests whose Host is not localhost,
+	// 127.0.0.0/8 or [::1] (embedded mode on a loopback address).
+	LoopbackHostsOnly bool
+	// BodyTimeout bounds reading a request's body, counted from the end
+	// of its headers; zero is DefaultBodyTimeout.
+	BodyTimeout time.Duration
 }
 
 // DefaultAllowedHeaders are the request headers CORS always allows: the
@@ -63,8 +70,14 @@ func New(cfg Config) http.Handler {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, cfg.observe, cfg.recoverer)
+	r.Use(requestID, cfg.observe, cfg.recoverer, securityHeaders, cfg.bodyDeadline, cfg.loopbackHosts,
+		middleware.GetHead)
+	r.NotFound(notFound)
+	r.MethodNotAllowed(methodNotAllowed)
 
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -80,7 +93,6 @@ func New(cfg Config) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	r.Method(http.MethodGet, "/metrics", cfg.Metrics.Handler())
 	web.Mount(r, cfg.Pages)
 	r.Get("/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/jwk-set+json")
@@ -110,15 +122,17 @@ func New(cfg Config) http.Handler {
 func (cfg Config) schema(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
+		abandonBody(w, r)
 		writeGraphQLError(w, http.StatusMethodNotAllowed, "BAD_REQUEST", "use GET")
 		return
 	}
 	c, err := auth.FromContext(r.Context())
 	if err != nil {
-		unauthenticated(w, "send Authorization: Bearer <token>")
+		unauthenticated(w, r, reasonNoToken)
 		return
 	}
 	if c.Require(auth.RoleAdmin, auth.RoleService) != nil {
+		abandonBody(w, r)
 		writeGraphQLError(w, http.StatusForbidden, "FORBIDDEN", "only admin and service tokens may read the schema")
 		return
 	}
@@ -141,12 +155,12 @@ func (cfg Config) authenticate(next http.Handler) http.Handler {
 		}
 		token, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
-			unauthenticated(w, "send Authorization: Bearer <token>")
+			unauthenticated(w, r, reasonNoToken)
 			return
 		}
 		c, err := cfg.Tokens.Verify(token)
 		if err != nil {
-			unauthenticated(w, "invalid token: "+strings.TrimPrefix(err.Error(), auth.ErrUnauthenticated.Error()+": "))
+			unauthenticated(w, r, tokenReason(err))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), c)))
@@ -158,18 +172,25 @@ func (cfg Config) authenticate(next http.Handler) http.Handler {
 // connection_init; a token in the header is checked now.
 func (cfg Config) upgrade(next http.Handler, w http.ResponseWriter, r *http.Request) {
 	if !cfg.originAllowed(r) {
+		abandonBody(w, r)
 		writeGraphQLError(w, http.StatusForbidden, "FORBIDDEN_ORIGIN", "this origin is not in ALLOWED_ORIGINS")
 		return
 	}
 	if h := r.Header.Get("Authorization"); h != "" {
 		token, ok := bearer(h)
+		if !ok {
+			unauthenticated(w, r, reasonMalformed)
+			return
+		}
 		c, err := cfg.Tokens.Verify(token)
-		if !ok || err != nil {
-			unauthenticated(w, "invalid token")
+		if err != nil {
+			unauthenticated(w, r, tokenReason(err))
 			return
 		}
 		r = r.WithContext(auth.WithCaller(r.Context(), c))
 	}
+	// The websocket reads at its own pace, with its own keep-alives.
+	liftDeadline(w)
 	next.ServeHTTP(w, r)
 }
 
@@ -214,9 +235,39 @@ func bearer(h string) (string, bool) {
 	return token, token != ""
 }
 
-func unauthenticated(w http.ResponseWriter, msg string) {
+// Reasons a request is unauthenticated: the whole closed set a client
+// may see. The verifier's own words can quote library internals.
+const (
+	reasonNoToken   = "send Authorization: Bearer <token>"
+	reasonExpired   = "token expired"
+	reasonMalformed = "malformed token"
+	reasonSignature = "bad signature"
+	reasonInvalid   = "invalid token"
+)
+
+// tokenReason maps a verification failure to a reason from the closed
+// set above.
+func tokenReason(err error) string {
+	// The verifier's detail follows ErrUnauthenticated's own text, which
+	// names every reason at once.
+	msg := strings.TrimPrefix(err.Error(), auth.ErrUnauthenticated.Error())
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired) || strings.Contains(msg, "expired"):
+		return reasonExpired
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid) || strings.Contains(msg, "signature"):
+		return reasonSignature
+	case errors.Is(err, jwt.ErrTokenMalformed) || strings.Contains(msg, "malformed"):
+		return reasonMalformed
+	}
+	return reasonInvalid
+}
+
+// unauthenticated answers 401 without reading the body: an anonymous
+// caller must not hold the connection by sending it slowly.
+func unauthenticated(w http.ResponseWriter, r *http.Request, reason string) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="twofactor"`)
-	writeGraphQLError(w, http.StatusUnauthorized, "UNAUTHENTICATED", msg)
+	abandonBody(w, r)
+	writeGraphQLError(w, http.StatusUnauthorized, "UNAUTHENTICATED", reason)
 }
 
 // limitBody refuses a declared length over the limit at once, before
@@ -224,6 +275,7 @@ func unauthenticated(w http.ResponseWriter, msg string) {
 func (cfg Config) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > cfg.MaxBodyBytes {
+			abandonBody(w, r)
 			tooLarge(w)
 			return
 		}
@@ -247,10 +299,13 @@ func (cfg Config) readBody(next http.Handler) http.Handler {
 				return
 			}
 			if err != nil {
+				// Usually the body deadline: the connection is closing.
 				writeGraphQLError(w, http.StatusBadRequest, "BAD_REQUEST", "could not read request body")
 				return
 			}
 			r.Body = buf
+			// The request is in; an SSE stream may now run for long.
+			liftDeadline(w)
 		}
 		next.ServeHTTP(w, r)
 	})

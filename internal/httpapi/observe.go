@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/twofactor/service/internal/metrics"
 )
 
 // observe logs each request and records its metrics. It never logs
@@ -28,13 +30,15 @@ func (cfg Config) observe(next http.Handler) http.Handler {
 			status = http.StatusOK
 		}
 		elapsed := time.Since(start)
-		cfg.Metrics.Requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
+		// Labels from closed sets only: the route pattern (not the path),
+		// a known method or OTHER, a three-digit status.
+		cfg.Metrics.Requests.WithLabelValues(route, metrics.Method(r.Method), strconv.Itoa(status)).Inc()
 		cfg.Metrics.RequestDuration.WithLabelValues(route).Observe(elapsed.Seconds())
-		if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+		if route == "/healthz" || route == "/readyz" {
 			return
 		}
 		cfg.Logger.InfoContext(r.Context(), "request",
-			"method", r.Method, "path", r.URL.Path, "status", status,
+			"method", metrics.Method(r.Method), "path", truncate(r.URL.Path, 256), "status", status,
 			"duration_ms", float64(elapsed.Microseconds())/1000,
 			"bytes", ww.BytesWritten(), "request_id", middleware.GetReqID(r.Context()))
 	})
@@ -51,7 +55,11 @@ func (cfg Config) recoverer(next http.Handler) http.Handler {
 				}
 				cfg.Logger.ErrorContext(r.Context(), "handler panicked", "panic", fmt.Sprint(p),
 					"request_id", middleware.GetReqID(r.Context()))
-				writeGraphQLError(w, http.StatusInternalServerError, "INTERNAL", "internal error")
+				// The id lets a client's report be found in the log.
+				writeJSON(w, http.StatusInternalServerError, map[string]any{"errors": []map[string]any{{
+					"message":    "internal error",
+					"extensions": map[string]string{"code": "INTERNAL", "requestId": middleware.GetReqID(r.Context())},
+				}}})
 			}
 		}()
 		next.ServeHTTP(w, r)
@@ -67,4 +75,13 @@ func readAll(r io.ReadCloser) (io.ReadCloser, error) {
 		return nil, err
 	}
 	return io.NopCloser(&buf), nil
+}
+
+// truncate keeps a client's string in a log line from growing it without
+// bound.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

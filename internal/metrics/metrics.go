@@ -1,5 +1,6 @@
 // Package metrics holds the Prometheus collectors the service exports at
-// /metrics. Each server gets its own registry so tests can run many.
+// /metrics on its own listener (METRICS_ADDR), not on the public port.
+// Each server gets its own registry so tests can run many.
 package metrics
 
 import (
@@ -15,7 +16,7 @@ type Metrics struct {
 	Registry        *prometheus.Registry
 	Requests        *prometheus.CounterVec   // by route, method, status
 	RequestDuration *prometheus.HistogramVec // by route
-	GraphQLOps      *prometheus.CounterVec   // by operation type and name
+	GraphQLOps      *prometheus.CounterVec   // by operation type and top-level fields (Operation)
 	GraphQLErrors   *prometheus.CounterVec   // by extensions.code
 }
 
@@ -35,7 +36,7 @@ func New() *Metrics {
 		}, []string{"route"}),
 		GraphQLOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "twofactor_graphql_operations_total",
-			Help: "GraphQL operations by type and name.",
+			Help: "GraphQL operations by type and top-level fields.",
 		}, []string{"type", "name"}),
 		GraphQLErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "twofactor_graphql_errors_total",
