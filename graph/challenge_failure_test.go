@@ -3,6 +3,7 @@ package graph_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -271,11 +272,11 @@ func TestChallengeSecretsStayOut(t *testing.T) {
 	}
 
 	// Every key of the company: the users' keys ({c:<co>:u:<user>}) and
-	// the company's SMS counter ({c:<co>}).
+	// the company's SMS counter ({c:<co>}), each part base64url.
 	ctx := ctxT(t)
 	rdb := s.Backends.Redis
 	var keys []string
-	iter := rdb.Scan(ctx, 0, "2fa:{c:"+co+"*", 100).Iterator()
+	iter := rdb.Scan(ctx, 0, "2fa:v2:{c:"+base64.RawURLEncoding.EncodeToString([]byte(co))+"[:}]*", 100).Iterator()
 	for iter.Next(ctx) {
 		keys = append(keys, iter.Val())
 	}

@@ -396,24 +396,31 @@ func (s *Service) Verify(ctx context.Context, c auth.Caller, id, code string) (V
 		}
 	case Locked:
 		out.LockedUntil = time.UnixMilli(rep.int(2)).UTC()
-		if out.Contact, err = s.locked(ctx, c.Company, userID, app, rep.int(3) == 1, out.LockedUntil); err != nil {
+		if out.Contact, err = s.locked(ctx, c, userID, app, rep.int(3) == 1, out.LockedUntil); err != nil {
 			return VerifyResult{}, fmt.Errorf("verify challenge: %w", err)
 		}
 	}
 	return out, nil
 }
 
-// locked returns the contact person, and records the lock the first time.
-func (s *Service) locked(ctx context.Context, company, userID, app string, first bool, until time.Time) (*settings.ContactPerson, error) {
+// locked returns the contact person, and records the lock the first time:
+// the caller whose verify locked (the user, or a service acting for them)
+// as the actor, the user as the target.
+func (s *Service) locked(ctx context.Context, c auth.Caller, userID, app string, first bool, until time.Time) (*settings.ContactPerson, error) {
+	company := c.Company
 	if first {
 		u, err := s.Users.ByID(ctx, company, userID)
 		if err != nil && !errors.Is(err, users.ErrNotFound) {
 			return nil, err
 		}
+		actor := audit.ActorOf(c)
+		if actor.ID == userID && c.Role == auth.RoleUser && actor.Name == "" {
+			actor.Name = u.DisplayName // the user themself, as the users table names them
+		}
 		e := &audit.Event{
 			Company: company,
 			Action:  audit.FailedAttemptsLimitReached,
-			Actor:   audit.Party{ID: userID, Name: u.DisplayName, Role: auth.RoleUser},
+			Actor:   actor,
 			Target:  &audit.Party{ID: userID, Name: u.DisplayName},
 			App:     app,
 			Details: audit.Details(map[string]any{"failedAttempts": s.cfg.MaxFailedAttempts, "lockedUntil": until.Format(time.RFC3339)}),

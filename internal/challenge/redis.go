@@ -25,18 +25,29 @@ var (
 
 // keys names one user's Redis keys. They share the hash tag
 // {c:<company>:u:<user>}, so every script runs in one Redis Cluster slot.
+// Company and user are base64url, whose alphabet has no ':', '{' or '}':
+// company "acme:u:jane" with user "x" and company "acme" with user
+// "jane:u:x" get different keys, and no id can end the hash tag early or
+// act as a SCAN pattern. The "v2" keeps these apart from the unescaped
+// keys of earlier versions, which simply expire.
 type keys struct{ tag string }
 
+const keyPrefix = "2fa:v2:"
+
 func keysFor(company, user string) keys {
-	return keys{tag: "2fa:{c:" + company + ":u:" + user + "}"}
+	return keys{tag: keyPrefix + "{c:" + keyPart(company) + ":u:" + keyPart(user) + "}"}
 }
+
+func keyPart(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 func (k keys) login(app string) string    { return k.tag + ":" + app + ":login" }
 func (k keys) lock(app string) string     { return k.tag + ":" + app + ":lock" }
 func (k keys) issued() string             { return k.tag + ":issued" }
 func (k keys) challenge(id string) string { return k.tag + ":ch:" + id }
+
+// smsKey is the company's hourly SMS counter, in the company's own slot.
 func smsKey(company string, hour int64) string {
-	return fmt.Sprintf("2fa:{c:%s}:sms:%d", company, hour)
+	return fmt.Sprintf("%s{c:%s}:sms:%d", keyPrefix, keyPart(company), hour)
 }
 
 // A challenge id carries the app and the user it belongs to, so verify can
@@ -49,6 +60,10 @@ func makeID(random, app, user string) string {
 func parseID(id string) (app, user string, ok bool) {
 	parts := strings.Split(id, ".")
 	if len(id) > 400 || len(parts) != 3 || len(parts[0]) != 22 {
+		return "", "", false
+	}
+	// The random part goes into a key name too: base64url only.
+	if _, err := base64.RawURLEncoding.DecodeString(parts[0]); err != nil {
 		return "", "", false
 	}
 	switch parts[1] {

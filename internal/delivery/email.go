@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -12,33 +13,38 @@ import (
 	"github.com/wneessen/go-mail"
 )
 
-// SMTP sends email. smtp:// upgrades with STARTTLS when the server offers
-// it; smtps:// uses implicit TLS.
+// SMTP sends email. smtp:// requires STARTTLS and smtps:// uses implicit
+// TLS; only smtp://…?tls=none sends in plain text.
 type SMTP struct {
 	host      string
 	port      int
-	implicit  bool
+	policy    tlsMode
 	user      string
 	pass      string
 	from      string
 	tlsConfig *tls.Config
 }
 
-// NewSMTP parses smtp://user:pass@host:port or smtps://… . tlsConfig may be
-// nil for the system roots.
+// tlsMode is how a connection is protected.
+type tlsMode int
+
+const (
+	startTLS    tlsMode = iota // smtp://: STARTTLS, or no mail
+	implicitTLS                // smtps://
+	plainText                  // smtp://…?tls=none
+)
+
+// NewSMTP parses smtp://user:pass@host:port, smtps://… or
+// smtp://host:port?tls=none. tlsConfig may be nil for the system roots.
 func NewSMTP(rawURL, from string, tlsConfig *tls.Config) (*SMTP, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("SMTP_URL: %w", err)
+		// url's error quotes the URL, password and all.
+		return nil, errors.New("SMTP_URL: not a URL")
 	}
 	s := &SMTP{host: u.Hostname(), from: from, tlsConfig: tlsConfig}
-	switch u.Scheme {
-	case "smtp":
-		s.port = 587
-	case "smtps":
-		s.port, s.implicit = 465, true
-	default:
-		return nil, fmt.Errorf("SMTP_URL: scheme must be smtp or smtps, not %q", u.Scheme)
+	if s.port, s.policy, err = smtpMode(u); err != nil {
+		return nil, err
 	}
 	if s.host == "" {
 		return nil, fmt.Errorf("SMTP_URL: no host")
@@ -52,11 +58,38 @@ func NewSMTP(rawURL, from string, tlsConfig *tls.Config) (*SMTP, error) {
 		s.user = u.User.Username()
 		s.pass, _ = u.User.Password()
 	}
+	if s.user != "" && s.policy == plainText {
+		return nil, errors.New("SMTP_URL: tls=none with a user would send the password in the clear")
+	}
 	if from == "" {
 		return nil, fmt.Errorf("EMAIL_FROM is required with SMTP_URL")
 	}
 	return s, nil
 }
+
+// smtpMode reads the scheme and the tls parameter, the only one allowed.
+func smtpMode(u *url.URL) (port int, mode tlsMode, err error) {
+	q := u.Query()
+	tlsParam := q.Get("tls")
+	q.Del("tls")
+	switch {
+	case len(q) > 0 || len(u.Query()["tls"]) > 1:
+		return 0, 0, errors.New("SMTP_URL: the only query parameter is tls=none, once")
+	case u.Scheme == "smtp" && tlsParam == "":
+		return 587, startTLS, nil
+	case u.Scheme == "smtp" && tlsParam == "none":
+		return 587, plainText, nil
+	case u.Scheme == "smtps" && tlsParam == "":
+		return 465, implicitTLS, nil
+	case u.Scheme != "smtp" && u.Scheme != "smtps":
+		return 0, 0, fmt.Errorf("SMTP_URL: scheme must be smtp or smtps, not %q", u.Scheme)
+	}
+	return 0, 0, errors.New("SMTP_URL: tls may only be none, and only with smtp://")
+}
+
+// Plaintext reports whether mail goes unencrypted (?tls=none), which the
+// service warns about at startup.
+func (s *SMTP) Plaintext() bool { return s.policy == plainText }
 
 // Send delivers m with a plain-text and an HTML part.
 func (s *SMTP) Send(ctx context.Context, m Message) error {
@@ -89,10 +122,15 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 		// so a server that stops answering cannot outlast the caller.
 		opts = append(opts, mail.WithTimeout(max(time.Until(deadline), time.Millisecond)))
 	}
-	if s.implicit {
+	switch s.policy {
+	case implicitTLS:
 		opts = append(opts, mail.WithSSL())
-	} else {
-		opts = append(opts, mail.WithTLSPolicy(mail.TLSOpportunistic))
+	case plainText:
+		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS))
+	default:
+		// Mandatory: a server, or a man in the middle, that does not offer
+		// STARTTLS gets no mail, so the code is never sent in the clear.
+		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory))
 	}
 	if s.user != "" {
 		opts = append(opts, mail.WithSMTPAuth(mail.SMTPAuthAutoDiscover), mail.WithUsername(s.user), mail.WithPassword(s.pass))

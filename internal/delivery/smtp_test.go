@@ -236,18 +236,20 @@ func TestSMTPDelivers(t *testing.T) {
 		implicit bool
 		scheme   string
 		userinfo string
+		query    string
 		wantTLS  bool
 		wantUser string
 	}{
 		{name: "STARTTLS when offered, with AUTH", cert: &cert, scheme: "smtp", userinfo: "mailer:s3cret@", wantTLS: true, wantUser: "mailer"},
 		{name: "STARTTLS when offered, no AUTH", cert: &cert, scheme: "smtp", wantTLS: true},
 		{name: "smtps implicit TLS with AUTH", cert: &cert, implicit: true, scheme: "smtps", userinfo: "mailer:s3cret@", wantTLS: true, wantUser: "mailer"},
-		{name: "plain when STARTTLS is not offered", scheme: "smtp"},
+		{name: "plain with tls=none", scheme: "smtp", query: "?tls=none"},
+		{name: "plain with tls=none even if STARTTLS is offered", cert: &cert, scheme: "smtp", query: "?tls=none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv := startSMTP(t, tc.cert, tc.implicit)
-			s := newSMTP(t, tc.scheme+"://"+tc.userinfo+srv.Addr, trust)
+			s := newSMTP(t, tc.scheme+"://"+tc.userinfo+srv.Addr+tc.query, trust)
 			if err := s.Send(sendCtx(t), codeMessage); err != nil {
 				t.Fatalf("Send: %v", err)
 			}
@@ -388,21 +390,70 @@ func TestSMTPHonoursDeadline(t *testing.T) {
 	}
 }
 
+// TestEmailDowngrade is issue 8, finding 9: smtp:// used opportunistic
+// TLS, so a network attacker who strips STARTTLS from the server's EHLO
+// read the codes. A server (or attacker) that offers no STARTTLS now gets
+// no mail under smtp://; plain text takes an explicit ?tls=none.
+func TestEmailDowngrade(t *testing.T) {
+	t.Parallel()
+	srv := startSMTP(t, nil, false) // what the client sees once STARTTLS is stripped
+	err := newSMTP(t, "smtp://"+srv.Addr, nil).Send(sendCtx(t), codeMessage)
+	if err == nil {
+		t.Fatal("smtp:// sent to a server without STARTTLS")
+	}
+	if strings.Contains(err.Error(), testCode) {
+		t.Errorf("error shows the code: %v", err)
+	}
+	if n := len(srv.Received()); n != 0 {
+		t.Fatalf("server received %d mails in plain text under smtp://", n)
+	}
+
+	plain := newSMTP(t, "smtp://"+srv.Addr+"?tls=none", nil)
+	if !plain.Plaintext() {
+		t.Error("?tls=none does not report Plaintext, so no startup warning")
+	}
+	if err := plain.Send(sendCtx(t), codeMessage); err != nil {
+		t.Fatalf("smtp://…?tls=none: %v", err)
+	}
+	if got := srv.Received(); len(got) != 1 || got[0].TLS {
+		t.Fatalf("with tls=none the server received %+v, want one mail without TLS", got)
+	}
+}
+
 func TestNewSMTPParsesURL(t *testing.T) {
 	for _, tc := range []struct {
 		url, from string
 		ok        bool
+		plain     bool
 	}{
-		{"smtp://mail.example.com", "a@example.com", true},
-		{"smtps://u:p@mail.example.com:2465", "a@example.com", true},
-		{"http://mail.example.com", "a@example.com", false},
-		{"smtp://", "a@example.com", false},
-		{"smtp://mail.example.com:port", "a@example.com", false},
-		{"smtp://mail.example.com", "", false},
+		{"smtp://mail.example.com", "a@example.com", true, false},
+		{"smtps://u:p@mail.example.com:2465", "a@example.com", true, false},
+		{"smtp://u:p@mail.example.com:587", "a@example.com", true, false},
+		{"smtp://mail.example.com:25?tls=none", "a@example.com", true, true},
+		{"http://mail.example.com", "a@example.com", false, false},
+		{"smtp://", "a@example.com", false, false},
+		{"smtp://mail.example.com:port", "a@example.com", false, false},
+		{"smtp://mail.example.com", "", false, false},
+		{"smtp://mail.example.com?tls=opportunistic", "a@example.com", false, false},
+		{"smtp://mail.example.com?tls=", "a@example.com", true, false},
+		{"smtp://mail.example.com?tls=NONE", "a@example.com", false, false},
+		{"smtps://mail.example.com?tls=none", "a@example.com", false, false},
+		{"smtp://mail.example.com?tls=none&tls=none", "a@example.com", false, false},
+		{"smtp://mail.example.com?tls=none&x=1", "a@example.com", false, false},
+		{"smtp://mail.example.com?starttls=false", "a@example.com", false, false},
+		// A password is never sent in the clear, even when asked.
+		{"smtp://u:s3cret@mail.example.com?tls=none", "a@example.com", false, false},
 	} {
-		_, err := delivery.NewSMTP(tc.url, tc.from, nil)
+		s, err := delivery.NewSMTP(tc.url, tc.from, nil)
 		if (err == nil) != tc.ok {
 			t.Errorf("NewSMTP(%q, %q) error %v, want ok=%v", tc.url, tc.from, err, tc.ok)
+			continue
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("NewSMTP(%q) error shows the password: %v", tc.url, err)
+		}
+		if err == nil && s.Plaintext() != tc.plain {
+			t.Errorf("NewSMTP(%q).Plaintext() = %v, want %v", tc.url, s.Plaintext(), tc.plain)
 		}
 	}
 }

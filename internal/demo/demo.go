@@ -28,13 +28,17 @@ func AdminOf(company string) auth.Caller {
 // User is the person the demo login screen signs in as.
 var User = users.NewUser{ID: "demo-user", Email: "demo.user@example.com", Phone: "+37120000001", DisplayName: "Demo User"}
 
-// PageTokenTTL is how long a token minted for one page load lasts.
+// PageTokenTTL is how long a token minted for one page load lasts, unless
+// AUTH_MAX_TOKEN_TTL is shorter.
 const PageTokenTTL = 12 * time.Hour
 
 // Signer mints caller tokens.
 type Signer interface {
 	Sign(c auth.Caller, ttl time.Duration) (string, error)
+	MaxTTL() time.Duration
 }
+
+func (d Identities) ttl() time.Duration { return min(PageTokenTTL, d.Tokens.MaxTTL()) }
 
 // Users is the part of the users service the demo needs.
 type Users interface {
@@ -60,13 +64,12 @@ func (d Identities) company() string {
 
 // AdminToken mints a demo admin token.
 func (d Identities) AdminToken(context.Context) (string, error) {
-	return d.Tokens.Sign(AdminOf(d.company()), PageTokenTTL)
+	return d.Tokens.Sign(AdminOf(d.company()), d.ttl())
 }
 
 // EnsureUser creates the demo user, with 2FA on in the Web app, unless
-// they exist: done once at startup, so that loading a page changes
-// nothing (another site could make a browser load it) and an admin's
-// later changes to the user stand.
+// they exist. Only their creation is ever done for them: an admin's later
+// changes to the user stand.
 func (d Identities) EnsureUser(ctx context.Context) error {
 	company, admin := d.company(), AdminOf(d.company())
 	_, err := d.Users.ByID(ctx, company, User.ID)
@@ -86,7 +89,12 @@ func (d Identities) EnsureUser(ctx context.Context) error {
 	return nil
 }
 
-// UserToken mints a user token for the demo user.
-func (d Identities) UserToken(context.Context) (string, error) {
-	return d.Tokens.Sign(auth.Caller{UserID: User.ID, Company: d.company(), Role: auth.RoleUser, Name: User.DisplayName}, PageTokenTTL)
+// UserToken mints a user token for the demo user, creating them the first
+// time. The pages call it only for a person on this machine opening the
+// page (web.MintFor), never for another site's request.
+func (d Identities) UserToken(ctx context.Context) (string, error) {
+	if err := d.EnsureUser(ctx); err != nil {
+		return "", err
+	}
+	return d.Tokens.Sign(auth.Caller{UserID: User.ID, Company: d.company(), Role: auth.RoleUser, Name: User.DisplayName}, d.ttl())
 }

@@ -111,13 +111,17 @@ type GeneralUpdate struct {
 	Contact        *ContactPerson
 }
 
-func (u GeneralUpdate) validate() error {
+// validate checks u and returns it with the contact's name in its stored
+// form (NFC); the caller's ContactPerson is not changed.
+func (u GeneralUpdate) validate() (GeneralUpdate, error) {
 	var v validation.Errors
 	if u.DeliveryMethod != nil && !u.DeliveryMethod.Valid() {
 		v.Add(validation.CodeInvalidValue, "unknown delivery method", "deliveryMethod")
 	}
 	if cp := u.Contact; u.SetContact && cp != nil {
-		v.Text(cp.Name, true, validation.MaxNameLen, "contactPerson", "name")
+		c := *cp
+		c.Name = v.Text(cp.Name, true, validation.MaxNameLen, "contactPerson", "name")
+		u.Contact = &c
 		if cp.Email != "" {
 			v.Email(cp.Email, "contactPerson", "email")
 		}
@@ -128,7 +132,7 @@ func (u GeneralUpdate) validate() error {
 			v.Add(validation.CodeRequired, "give an email or a phone so users can reach this person", "contactPerson")
 		}
 	}
-	return v.Err()
+	return u, v.Err()
 }
 
 // UpdateGeneral changes the delivery method and contact person. Admin only.
@@ -136,7 +140,8 @@ func (s *Service) UpdateGeneral(ctx context.Context, c auth.Caller, u GeneralUpd
 	if err := c.Require(auth.RoleAdmin); err != nil {
 		return Settings{}, fmt.Errorf("update general settings: %w", err)
 	}
-	if err := u.validate(); err != nil {
+	u, err := u.validate()
+	if err != nil {
 		return Settings{}, fmt.Errorf("update general settings: %w", err)
 	}
 	return s.update(ctx, c, audit.GeneralSettingsChanged, func(row *models.CompanySettings) audit.Change {

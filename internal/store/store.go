@@ -5,6 +5,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -120,11 +122,7 @@ func (r *Redis) Close() error {
 // empty.
 func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	if url == "" {
-		mr := miniredis.NewMiniRedis()
-		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
-			return nil, fmt.Errorf("start in-process redis: %w", err)
-		}
-		return &Redis{Client: redis.NewClient(&redis.Options{Addr: mr.Addr()}), embedded: mr}, nil
+		return startEmbedded()
 	}
 	opts, err := redis.ParseURL(url)
 	if err != nil {
@@ -144,4 +142,22 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 		return nil, fmt.Errorf("open redis: %w", err)
 	}
 	return &Redis{Client: c}, nil
+}
+
+// startEmbedded runs miniredis on a loopback port. go-redis can only reach
+// it over TCP, where any local process could read and delete locks, so it
+// takes a random password that lives only in this process.
+func startEmbedded() (*Redis, error) {
+	pw := make([]byte, 32)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, fmt.Errorf("start in-process redis: %w", err)
+	}
+	password := hex.EncodeToString(pw)
+	mr := miniredis.NewMiniRedis()
+	mr.RequireAuth(password)
+	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("start in-process redis: %w", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), Password: password})
+	return &Redis{Client: c, embedded: mr}, nil
 }

@@ -7,7 +7,10 @@ import (
 	"net/mail"
 	"regexp"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Codes shared by every input check.
@@ -85,31 +88,58 @@ func (e *Errors) Email(v string, field ...string) {
 	}
 }
 
-// Text checks a required or optional free-text value: valid UTF-8, no
-// control characters, at most max characters.
-func (e *Errors) Text(v string, required bool, max int, field ...string) {
+// Text checks a required or optional free-text value (a display name):
+// valid UTF-8, no invisible or control characters (see Printable), at most
+// max characters. It returns v in NFC, the form to store, so that
+// canonically equal names are equal bytes.
+func (e *Errors) Text(v string, required bool, max int, field ...string) string {
+	n := v
+	if utf8.ValidString(v) {
+		n = norm.NFC.String(v)
+	}
 	switch {
 	case strings.TrimSpace(v) == "":
 		if required || v != "" {
 			e.Add(CodeRequired, "must not be blank", field...)
 		}
-	case !utf8.ValidString(v) || strings.ContainsFunc(v, isControl):
+	case !Printable(v):
 		e.Add(CodeInvalidFormat, "must be printable text", field...)
-	case utf8.RuneCountInString(v) > max:
+	case utf8.RuneCountInString(n) > max:
 		e.Add(CodeTooLong, fmt.Sprintf("must be at most %d characters", max), field...)
 	}
+	return n
 }
 
 // ID checks an identifier: 1 to MaxIDLen printable characters, no spaces.
+// Ids are keys, so they are checked but never rewritten.
 func (e *Errors) ID(v string, field ...string) {
 	switch {
 	case v == "":
 		e.Add(CodeRequired, "must not be empty", field...)
 	case utf8.RuneCountInString(v) > MaxIDLen:
 		e.Add(CodeTooLong, fmt.Sprintf("must be at most %d characters", MaxIDLen), field...)
-	case !utf8.ValidString(v) || strings.ContainsFunc(v, func(r rune) bool { return isControl(r) || r == ' ' }):
+	case !Printable(v) || strings.ContainsFunc(v, unicode.IsSpace):
 		e.Add(CodeInvalidFormat, "must be printable with no spaces", field...)
 	}
 }
 
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }
+// Printable reports whether s is valid UTF-8 free of characters that are
+// invisible or rewrite how text around them looks: controls (Cc), format
+// characters (Cf: zero-width, bidi overrides and isolates), line and
+// paragraph separators (Zl, Zp), non-characters and U+FFFD (the mark of
+// mangled input). Such characters let "admin" and "ad\u200bmin", or a
+// reversed name, pass for one another in the audit log.
+func Printable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, hidden)
+}
+
+func hidden(r rune) bool {
+	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) ||
+		nonCharacter(r) || r == utf8.RuneError
+}
+
+// nonCharacter: U+FDD0..U+FDEF and the last two code points of every
+// plane (U+FFFE, U+FFFF, U+1FFFE, ...), reserved never to be text.
+func nonCharacter(r rune) bool {
+	return (r >= 0xFDD0 && r <= 0xFDEF) || r&0xFFFE == 0xFFFE
+}
