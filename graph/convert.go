@@ -1,7 +1,6 @@
 package graph
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/twofactor/service/graph/model"
@@ -33,10 +32,11 @@ func toUser(u users.User) *model.User {
 	}
 }
 
-func toAuditEvent(e audit.Event) *model.AuditEvent {
+// toAuditEvent converts e, whose public id is id (row ids are never shown).
+func toAuditEvent(e audit.Event, id string) *model.AuditEvent {
 	role := model.Role(strings.ToUpper(string(e.Actor.Role)))
 	out := &model.AuditEvent{
-		ID:        strconv.FormatInt(e.ID, 10),
+		ID:        id,
 		Action:    model.AuditAction(e.Action),
 		Actor:     &model.AuditActor{ID: e.Actor.ID, DisplayName: optional(e.Actor.Name), Role: &role},
 		Details:   e.Details,
@@ -92,6 +92,8 @@ func toAuditFilter(f *model.AuditLogFilter) audit.Filter {
 	return out
 }
 
-func toAuditEdge(e audit.Event) *model.AuditEventEdge {
-	return &model.AuditEventEdge{Cursor: audit.Cursor(e), Node: toAuditEvent(e)}
+// auditEdge converts e with its sealed cursor and public id, for both
+// auditLog and the live feed, so a client sees one id and cursor per event.
+func (r *Resolver) auditEdge(e audit.Event) *model.AuditEventEdge {
+	return &model.AuditEventEdge{Cursor: r.AuditService.Cursor(e), Node: toAuditEvent(e, r.AuditService.PublicID(e))}
 }

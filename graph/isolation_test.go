@@ -181,6 +181,8 @@ func TestTenantIsolation(t *testing.T) {
 		})
 	}
 	notFound := func(t *testing.T, c cell) { t.Helper(); wantCode(t, c.r, "NOT_FOUND") }
+	// A cursor is bound to its company (issue 8, finding 10).
+	badCursor := func(t *testing.T, c cell) { t.Helper(); wantCode(t, c.r, "BAD_CURSOR") }
 
 	ops := []op{
 		{"twoFactorSettings", qSettings, nil, only("admin", freshSettings, "FORBIDDEN")},
@@ -188,15 +190,15 @@ func TestTenantIsolation(t *testing.T) {
 		{"user(B's other user)", qUser, map[string]any{"id": "shared"}, notFound},
 		{"users", qUsers, map[string]any{"first": 100}, only("admin+service", onlyA([]string{"a-only"}), "FORBIDDEN")},
 		{"users(query)", qUsers, map[string]any{"query": "secret"}, only("admin+service", onlyA(nil), "FORBIDDEN")},
-		{"users(after B's id)", qUsers, map[string]any{"after": b.userCur}, only("admin+service", onlyA(nil), "FORBIDDEN")},
+		{"users(after B's id)", qUsers, map[string]any{"after": b.userCur}, only("admin+service", badCursor, "FORBIDDEN")},
 		{"me", qMe, nil, succeeds(func(t *testing.T, c cell) {
 			if string(c.r.Data) != `{"me":null}` {
 				t.Errorf("me = %s, want null", c.r.Data)
 			}
 		})},
 		{"auditLog", qAudit, nil, only("admin", onlyA(nil), "FORBIDDEN")},
-		{"auditLog(after B's cursor)", qAudit, map[string]any{"after": b.cursors[0]}, only("admin", onlyA(nil), "FORBIDDEN")},
-		{"auditLog(before B's cursor)", qAudit, map[string]any{"before": b.cursors[len(b.cursors)-1], "last": 100}, only("admin", onlyA(nil), "FORBIDDEN")},
+		{"auditLog(after B's cursor)", qAudit, map[string]any{"after": b.cursors[0]}, only("admin", badCursor, "FORBIDDEN")},
+		{"auditLog(before B's cursor)", qAudit, map[string]any{"before": b.cursors[len(b.cursors)-1], "last": 100}, only("admin", badCursor, "FORBIDDEN")},
 		{"auditLog(filter B's user)", qAudit, map[string]any{"filter": map[string]any{"userId": "b-user"}}, only("admin", onlyA(nil), "FORBIDDEN")},
 		{"auditLog(filter B's admin)", qAudit, map[string]any{"filter": map[string]any{"userId": "b-admin"}}, only("admin", onlyA(nil), "FORBIDDEN")},
 		{"updateGeneralSettings", mUpdateGeneral, map[string]any{"input": map[string]any{"deliveryMethod": "SMS_WITH_EMAIL_BACKUP", "contactPerson": nil}},

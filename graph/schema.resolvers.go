@@ -170,7 +170,7 @@ func (r *queryResolver) Users(ctx context.Context, first *int, after *string, qu
 	conn := &model.UserConnection{Edges: make([]model.UserEdge, len(page.Users))}
 	cursors := make([]string, len(page.Users))
 	for i, u := range page.Users {
-		cursors[i] = users.Cursor(u)
+		cursors[i] = r.UserService.Cursor(u)
 		conn.Edges[i] = model.UserEdge{Cursor: cursors[i], Node: toUser(u)}
 	}
 	conn.PageInfo = pageInfo(cursors, page.HasNextPage, page.HasPrevious)
@@ -209,8 +209,8 @@ func (r *queryResolver) AuditLog(ctx context.Context, first *int, after *string,
 	conn := &model.AuditEventConnection{Edges: make([]model.AuditEventEdge, len(page.Events))}
 	cursors := make([]string, len(page.Events))
 	for i, e := range page.Events {
-		cursors[i] = audit.Cursor(e)
-		conn.Edges[i] = model.AuditEventEdge{Cursor: cursors[i], Node: toAuditEvent(e)}
+		edge := r.auditEdge(e)
+		cursors[i], conn.Edges[i] = edge.Cursor, *edge
 	}
 	conn.PageInfo = pageInfo(cursors, page.HasNextPage, page.HasPreviousPage)
 	return conn, nil
@@ -237,11 +237,11 @@ func (r *subscriptionResolver) AuditEventAdded(ctx context.Context, filter *mode
 	}
 	req := feed.Request{Caller: c, Filter: toAuditFilter(filter)}
 	if after != nil && *after != "" {
-		if req.After, err = audit.ParseCursor(*after); err != nil {
+		if req.After, err = r.AuditService.ParseCursor(c.Company, *after); err != nil {
 			return nil, r.toGQL(ctx, err)
 		}
 	}
-	ch, err := feed.Stream(ctx, r.Feed, req, toAuditEdge, func(err error) { r.endStream(ctx, err) })
+	ch, err := feed.Stream(ctx, r.Feed, req, r.auditEdge, func(err error) { r.endStream(ctx, err) })
 	if err != nil {
 		return nil, r.toGQL(ctx, err)
 	}

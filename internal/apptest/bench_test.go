@@ -94,7 +94,8 @@ func BenchmarkService(b *testing.B) {
 	}
 	// Ids are contiguous: the row n deep (1 = newest) has id maxID-n+1.
 	idAt := func(depth int64) int64 { return maxID - depth + 1 }
-	cursorAt := func(depth int64) string { return audit.Cursor(audit.Event{ID: idAt(depth)}) }
+	cursorAt := func(depth int64) string { return srv.Audit.Cursor(audit.Event{ID: idAt(depth), Company: company}) }
+	publicID := func(depth int64) string { return srv.Audit.PublicID(audit.Event{ID: idAt(depth), Company: company}) }
 	explainDeepPage(b, db, company, idAt(deepRow), idAt(deepRow+21), true)
 	if otherRows > 20 {
 		explainDeepPage(b, db, other, int64(otherRows/2+1), int64(otherRows/2-20), false)
@@ -127,7 +128,7 @@ func BenchmarkService(b *testing.B) {
 	for i, p := range pages {
 		bodies[i] = admin.body(b, pageQuery, p.vars)
 		ids := auditIDs(b, admin.send(b, bodies[i]))
-		if int64(len(ids)) != p.count || ids[0] != fmt.Sprint(idAt(p.depth)) || ids[len(ids)-1] != fmt.Sprint(idAt(p.depth+p.count-1)) {
+		if int64(len(ids)) != p.count || ids[0] != publicID(p.depth) || ids[len(ids)-1] != publicID(p.depth+p.count-1) {
 			b.Fatalf("%s page = %v, want ids %d down to %d", p.name, ids, idAt(p.depth), idAt(p.depth+p.count-1))
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/cursor"
 	"github.com/twofactor/service/internal/store"
 	"github.com/twofactor/service/models"
 )
@@ -40,7 +41,7 @@ type Party struct {
 
 // Event is one audit row.
 type Event struct {
-	ID        int64
+	ID        int64 // the row id: one sequence for all companies, so never shown (see PublicID)
 	Company   string
 	Action    Action
 	Actor     Party
@@ -70,14 +71,30 @@ type Log struct {
 	db       *gorm.DB
 	notifier Notifier
 	logger   *slog.Logger
+	codec    *cursor.Codec // seals cursors and public ids
 }
 
+// Option configures a Log.
+type Option func(*Log)
+
+// WithCodec seals the log's cursors and public ids with c. Every instance
+// must use the same key; without this option the log uses a key of its
+// own, which suits tests only.
+func WithCodec(c *cursor.Codec) Option { return func(l *Log) { l.codec = c } }
+
 // NewLog returns a log backed by db. notifier may be nil.
-func NewLog(db *gorm.DB, notifier Notifier, logger *slog.Logger) *Log {
+func NewLog(db *gorm.DB, notifier Notifier, logger *slog.Logger, opts ...Option) *Log {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Log{db: db, notifier: notifier, logger: logger}
+	l := &Log{db: db, notifier: notifier, logger: logger}
+	for _, o := range opts {
+		o(l)
+	}
+	if l.codec == nil {
+		l.codec = cursor.Ephemeral()
+	}
+	return l
 }
 
 // Announce tells subscribers about committed events. A lost notice delays

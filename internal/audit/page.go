@@ -5,13 +5,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/auth"
-	"github.com/twofactor/service/internal/cursor"
 	"github.com/twofactor/service/internal/validation"
 	"github.com/twofactor/service/models"
 )
@@ -54,23 +52,29 @@ type Page struct {
 	HasPreviousPage bool
 }
 
-const cursorKind = "audit"
+// Kinds of sealed values: a cursor is never accepted as an id, nor the
+// reverse.
+const (
+	cursorKind = "audit"
+	idKind     = "audit-event"
+)
 
-// Cursor is the opaque position of e in the log.
-func Cursor(e Event) string { return cursor.Encode(cursorKind, strconv.FormatInt(e.ID, 10)) }
+// Cursor is the opaque position of e in its company's log.
+func (l *Log) Cursor(e Event) string { return l.codec.SealID(cursorKind, e.Company, e.ID) }
 
-// ParseCursor returns the event id in a cursor.
-func ParseCursor(s string) (int64, error) {
-	pos, err := cursor.Decode(cursorKind, s)
-	if err != nil {
-		return 0, err
-	}
-	id, err := strconv.ParseInt(pos, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, cursor.ErrBad
-	}
-	return id, nil
+// ParseCursor returns the event id in a cursor that l handed out for
+// company; any other string is cursor.ErrBad.
+func (l *Log) ParseCursor(company, s string) (int64, error) {
+	return l.codec.OpenID(cursorKind, company, s)
 }
+
+// PublicID is e's id as clients see it. Row ids are one sequence across
+// all companies, so they are never shown: this is the row id encrypted and
+// bound to the company, stable for as long as the key is.
+func (l *Log) PublicID(e Event) string { return l.codec.SealID(idKind, e.Company, e.ID) }
+
+// ParseID returns the row id behind a public id of company's log.
+func (l *Log) ParseID(company, s string) (int64, error) { return l.codec.OpenID(idKind, company, s) }
 
 // List returns one page of the caller's company log. Admin only. Pages are
 // keyset ranges over (company_id, id), so a page deep in the log costs what
@@ -96,12 +100,12 @@ func (l *Log) List(ctx context.Context, c auth.Caller, req PageRequest) (Page, e
 	var afterID, beforeID int64
 	var err error
 	if req.After != "" {
-		if afterID, err = ParseCursor(req.After); err != nil {
+		if afterID, err = l.ParseCursor(company, req.After); err != nil {
 			return Page{}, fmt.Errorf("list audit log: after: %w", err)
 		}
 	}
 	if req.Before != "" {
-		if beforeID, err = ParseCursor(req.Before); err != nil {
+		if beforeID, err = l.ParseCursor(company, req.Before); err != nil {
 			return Page{}, fmt.Errorf("list audit log: before: %w", err)
 		}
 	}

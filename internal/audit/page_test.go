@@ -190,7 +190,7 @@ func walkForward(t *testing.T, log *audit.Log, c auth.Caller, size int, f audit.
 		if !p.HasNextPage {
 			return w
 		}
-		req.After = audit.Cursor(p.Events[len(p.Events)-1])
+		req.After = log.Cursor(p.Events[len(p.Events)-1])
 	}
 }
 
@@ -225,7 +225,7 @@ func walkBackward(t *testing.T, log *audit.Log, c auth.Caller, size int, f audit
 		if !p.HasPreviousPage {
 			return w
 		}
-		req.Before = audit.Cursor(p.Events[0])
+		req.Before = log.Cursor(p.Events[0])
 	}
 }
 
@@ -300,14 +300,14 @@ func TestWalkLargeLog(t *testing.T) {
 		}
 		sameIDs(t, "oldest page", ids(last.Events), all[len(all)-100:])
 		// Beyond either end there is nothing, and the flags point back.
-		past, err := log.List(context.Background(), admin, audit.PageRequest{First: &n, After: audit.Cursor(last.Events[len(last.Events)-1])})
+		past, err := log.List(context.Background(), admin, audit.PageRequest{First: &n, After: log.Cursor(last.Events[len(last.Events)-1])})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(past.Events) != 0 || past.HasNextPage || !past.HasPreviousPage {
 			t.Errorf("after the oldest: %d events prev=%v next=%v", len(past.Events), past.HasPreviousPage, past.HasNextPage)
 		}
-		before, err := log.List(context.Background(), admin, audit.PageRequest{Last: &n, Before: audit.Cursor(first.Events[0])})
+		before, err := log.List(context.Background(), admin, audit.PageRequest{Last: &n, Before: log.Cursor(first.Events[0])})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -315,8 +315,8 @@ func TestWalkLargeLog(t *testing.T) {
 			t.Errorf("before the newest: %d events prev=%v next=%v", len(before.Events), before.HasPreviousPage, before.HasNextPage)
 		}
 		// From the middle, both ways.
-		mid := audit.Event{ID: all[5000]}
-		fwd, err := log.List(context.Background(), admin, audit.PageRequest{First: &n, After: audit.Cursor(mid)})
+		mid := audit.Event{ID: all[5000], Company: s.company}
+		fwd, err := log.List(context.Background(), admin, audit.PageRequest{First: &n, After: log.Cursor(mid)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,7 +324,7 @@ func TestWalkLargeLog(t *testing.T) {
 		if !fwd.HasPreviousPage || !fwd.HasNextPage {
 			t.Errorf("after the middle: prev=%v next=%v", fwd.HasPreviousPage, fwd.HasNextPage)
 		}
-		back, err := log.List(context.Background(), admin, audit.PageRequest{Last: &n, Before: audit.Cursor(mid)})
+		back, err := log.List(context.Background(), admin, audit.PageRequest{Last: &n, Before: log.Cursor(mid)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -418,7 +418,8 @@ func ptr[T any](v T) *T { return &v }
 
 func TestListArguments(t *testing.T) {
 	b := testenv.Open(t)
-	log := audit.NewLog(b.DB, nil, nil)
+	codec := cursor.Ephemeral()
+	log := audit.NewLog(b.DB, nil, nil, audit.WithCodec(codec))
 	co := testenv.Company(t)
 	err := b.DB.Transaction(func(tx *gorm.DB) error {
 		for i := range 3 {
@@ -446,8 +447,8 @@ func TestListArguments(t *testing.T) {
 		{"negative", admin, audit.PageRequest{First: &neg}, nil},
 		{"first and last", admin, audit.PageRequest{First: &one, Last: &one}, nil},
 		{"bad after", admin, audit.PageRequest{After: "nope"}, cursor.ErrBad},
-		{"bad before", admin, audit.PageRequest{Before: cursor.Encode("user", "x")}, cursor.ErrBad},
-		{"zero id", admin, audit.PageRequest{After: cursor.Encode("audit", "0")}, cursor.ErrBad},
+		{"bad before", admin, audit.PageRequest{Before: codec.Seal("user", co, []byte("x"))}, cursor.ErrBad},
+		{"zero id", admin, audit.PageRequest{After: codec.SealID("audit", co, 0)}, cursor.ErrBad},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -465,7 +466,7 @@ func TestListArguments(t *testing.T) {
 			}
 		})
 	}
-	if id, err := audit.ParseCursor(audit.Cursor(audit.Event{ID: 42})); err != nil || id != 42 {
+	if id, err := log.ParseCursor(co, log.Cursor(audit.Event{ID: 42, Company: co})); err != nil || id != 42 {
 		t.Errorf("cursor round trip = %d, %v", id, err)
 	}
 }

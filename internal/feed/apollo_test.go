@@ -105,7 +105,7 @@ func TestApolloClient(t *testing.T) {
 
 	var subscribed apolloEvent
 	decode("subscribed", &subscribed)
-	if subscribed.ID != seeded[1] || subscribed.Action != "USER_CREATED" || idOf(t, subscribed.Cursor) != seeded[1] {
+	if subscribed.ID != seeded[1] || subscribed.Action != "USER_CREATED" || idOf(t, s, co, subscribed.Cursor) != seeded[1] {
 		t.Errorf("replayed event %+v, want USER_CREATED %s", subscribed, seeded[1])
 	}
 
@@ -126,7 +126,7 @@ func TestApolloClient(t *testing.T) {
 	if want := append(slices.Clone(seeded), event.ID); !slices.Equal(all, want) {
 		t.Errorf("log %v, want the seeded events and the one the client got: %v", all, want)
 	}
-	if event.Action != "DEFAULT_SETTINGS_CHANGED" || event.ID != lastID(t, s, co) || idOf(t, event.Cursor) != event.ID {
+	if event.Action != "DEFAULT_SETTINGS_CHANGED" || event.ID != lastID(t, s, co) || idOf(t, s, co, event.Cursor) != event.ID {
 		t.Errorf("live event %+v, want DEFAULT_SETTINGS_CHANGED %s", event, lastID(t, s, co))
 	}
 

@@ -151,7 +151,7 @@ func startSubscribers(b *testing.B, s *apptest.Server, company string, n int) *s
 		envClients+"="+strconv.Itoa(n),
 		envURL+"="+s.URL,
 		envToken+"="+s.Token(b, admin(company)),
-		envAfter+"="+audit.Cursor(audit.Event{ID: first}),
+		envAfter+"="+s.App.Audit.Cursor(audit.Event{ID: first, Company: company}),
 	)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -190,7 +190,7 @@ func (p *subscribers) fanout(b *testing.B, s *apptest.Server, company string) ti
 	b.Helper()
 	var committed time.Time
 	id := benchEvent(b, s, company, &committed)
-	if line, want := p.next(b), "all "+strconv.FormatInt(id, 10); line != want {
+	if line, want := p.next(b), "all "+s.App.Audit.PublicID(audit.Event{ID: id, Company: company}); line != want {
 		b.Fatalf("client process said %q, want %q", line, want)
 	}
 	return time.Since(committed)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -411,7 +410,7 @@ func writeRaw(t testing.TB, s *apptest.Server, company string, n, size int, anno
 	}
 	out := make([]string, n)
 	for i, e := range events {
-		out[i] = strconv.FormatInt(e.ID, 10)
+		out[i] = s.App.Audit.PublicID(*e)
 	}
 	return out
 }
@@ -467,14 +466,14 @@ func after(all []string, id string) []string {
 	return all[i+1:]
 }
 
-// cursorOf is the cursor of event id, as auditLog gives it.
-func cursorOf(t testing.TB, id string) string {
+// cursorOf is the cursor of company's event id, as auditLog gives it.
+func cursorOf(t testing.TB, s *apptest.Server, company, id string) string {
 	t.Helper()
-	n, err := strconv.ParseInt(id, 10, 64)
+	n, err := s.App.Audit.ParseID(company, id)
 	if err != nil {
 		t.Fatalf("event id %q: %v", id, err)
 	}
-	return audit.Cursor(audit.Event{ID: n})
+	return s.App.Audit.Cursor(audit.Event{ID: n, Company: company})
 }
 
 // lastID is the id of company's newest event.
@@ -484,7 +483,7 @@ func lastID(t testing.TB, s *apptest.Server, company string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strconv.FormatInt(id, 10)
+	return s.App.Audit.PublicID(audit.Event{ID: id, Company: company})
 }
 
 var primes atomic.Int64
@@ -500,7 +499,7 @@ func (c *wsClient) primed(s *apptest.Server, company, id string) string {
 	first := lastID(c.t, s, company)
 	createUsers(c.t, s, company, fmt.Sprintf("prime-%d-b", n), 1)
 	second := lastID(c.t, s, company)
-	c.subscribe(id, nil, cursorOf(c.t, first))
+	c.subscribe(id, nil, cursorOf(c.t, s, company, first))
 	got := c.edges(id, 1)
 	if got[0].Node.ID != second {
 		c.t.Fatalf("primed %q with event %s, want %s", id, got[0].Node.ID, second)
@@ -508,12 +507,12 @@ func (c *wsClient) primed(s *apptest.Server, company, id string) string {
 	return got[0].Cursor
 }
 
-// idOf is the event id in cursor.
-func idOf(t testing.TB, cursor string) string {
+// idOf is the id of the event at company's cursor.
+func idOf(t testing.TB, s *apptest.Server, company, cursor string) string {
 	t.Helper()
-	id, err := audit.ParseCursor(cursor)
+	id, err := s.App.Audit.ParseCursor(company, cursor)
 	if err != nil {
 		t.Fatalf("cursor %q: %v", cursor, err)
 	}
-	return strconv.FormatInt(id, 10)
+	return s.App.Audit.PublicID(audit.Event{ID: id, Company: company})
 }

@@ -132,7 +132,7 @@ func TestFilters(t *testing.T) {
 	must(s.App.Settings.UpdateDefaults(ctx, adminA, settings.DefaultsUpdate{Web: &off, Manager: &off}))
 	must(s.App.Users.Create(ctx, adminA, users.NewUser{ID: "u1"}))
 	must(s.App.Users.Create(ctx, adminA, users.NewUser{ID: "u2"}))
-	start := cursorOf(t, lastID(t, s, co))
+	start := cursorOf(t, s, co, lastID(t, s, co))
 	set := func(c auth.Caller, user string, a users.App, on bool) func() {
 		return func() { must(s.App.Users.SetTwoFactor(ctx, c, user, a, on)) }
 	}
@@ -194,7 +194,7 @@ func TestFilters(t *testing.T) {
 	}
 
 	all, _ := logIDs(t, s, co, nil)
-	all = after(all, idOf(t, start))
+	all = after(all, idOf(t, s, co, start))
 	everything := replay.edges("replay none", len(all))
 	if !slices.Equal(ids(everything), all) {
 		t.Fatalf("unfiltered replay %v, want auditLog %v", ids(everything), all)
@@ -261,7 +261,7 @@ func TestEventsWithoutNotice(t *testing.T) {
 			back := connect(t, s, admin(co), wsOptions{})
 			back.subscribe("back", nil, cursor)
 			all, _ := logIDs(t, s, co, nil)
-			want := after(all, idOf(t, cursor))
+			want := after(all, idOf(t, s, co, cursor))
 			if got := ids(back.edges("back", len(want))); !slices.Equal(got, want) || !slices.Equal(want[len(want)-len(lost):], lost) {
 				t.Fatalf("resumed client got %v, want %v, ending with the unannounced %v", got, want, lost)
 			}

@@ -108,7 +108,7 @@ func TestSlowSubscriberIsCutOff(t *testing.T) {
 			}
 			// The two fast ones also had the other fast one's priming.
 			all, _ := logIDs(t, s, co, nil)
-			want := after(all, idOf(t, cursor))
+			want := after(all, idOf(t, s, co, cursor))
 
 			// Now read what reached the slow one: a prefix of the log, in
 			// order, and then the end.
@@ -148,7 +148,7 @@ func TestSlowSubscriberIsCutOff(t *testing.T) {
 			}
 			resume := cursor
 			if len(got) > 0 {
-				resume = cursorOf(t, got[len(got)-1])
+				resume = cursorOf(t, s, co, got[len(got)-1])
 			}
 			slow.subscribe("again", nil, resume)
 			if rest := ids(slow.edges("again", len(want)-len(got))); !slices.Equal(rest, want[len(got):]) {

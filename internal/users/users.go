@@ -76,11 +76,27 @@ type Service struct {
 	db       *gorm.DB
 	audit    AuditWriter
 	defaults Defaults
+	cursors  *cursor.Codec
 }
 
+// Option configures a Service.
+type Option func(*Service)
+
+// WithCodec seals the listing's cursors with c. Every instance must use the
+// same key; without this option the service uses a key of its own, which
+// suits tests only.
+func WithCodec(c *cursor.Codec) Option { return func(s *Service) { s.cursors = c } }
+
 // NewService returns a users service.
-func NewService(db *gorm.DB, audit AuditWriter, defaults Defaults) *Service {
-	return &Service{db: db, audit: audit, defaults: defaults}
+func NewService(db *gorm.DB, audit AuditWriter, defaults Defaults, opts ...Option) *Service {
+	s := &Service{db: db, audit: audit, defaults: defaults}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.cursors == nil {
+		s.cursors = cursor.Ephemeral()
+	}
+	return s
 }
 
 // NewUser is the input to Create.
@@ -88,7 +104,8 @@ type NewUser struct {
 	ID, Email, Phone, DisplayName string
 }
 
-func (n NewUser) validate() error {
+// validate checks n and puts the display name in its stored form (NFC).
+func (n *NewUser) validate() error {
 	var v validation.Errors
 	v.ID(n.ID, "id")
 	if n.Email != "" {
@@ -97,7 +114,7 @@ func (n NewUser) validate() error {
 	if n.Phone != "" {
 		v.Phone(n.Phone, "phone")
 	}
-	v.Text(n.DisplayName, false, validation.MaxNameLen, "displayName")
+	n.DisplayName = v.Text(n.DisplayName, false, validation.MaxNameLen, "displayName")
 	return v.Err()
 }
 
@@ -194,8 +211,18 @@ const (
 
 const cursorKind = "user"
 
-// Cursor is the opaque position of u in a listing.
-func Cursor(u User) string { return cursor.Encode(cursorKind, u.ID) }
+// Cursor is the opaque position of u in its company's listing.
+func (s *Service) Cursor(u User) string { return s.cursors.Seal(cursorKind, u.Company, []byte(u.ID)) }
+
+// parseCursor returns the user id in a cursor that s handed out for
+// company; any other string is cursor.ErrBad.
+func (s *Service) parseCursor(company, c string) (string, error) {
+	id, err := s.cursors.Open(cursorKind, company, c)
+	if err != nil || len(id) == 0 {
+		return "", cursor.ErrBad
+	}
+	return string(id), nil
+}
 
 // List returns users of the caller's company. Admins and services only.
 func (s *Service) List(ctx context.Context, c auth.Caller, r ListRequest) (ListPage, error) {
@@ -218,7 +245,7 @@ func (s *Service) List(ctx context.Context, c auth.Caller, r ListRequest) (ListP
 	}
 	q := s.db.WithContext(ctx).Where("company_id = ?", c.Company)
 	if r.After != "" {
-		after, err := cursor.Decode(cursorKind, r.After)
+		after, err := s.parseCursor(c.Company, r.After)
 		if err != nil {
 			return ListPage{}, fmt.Errorf("list users: after: %w", err)
 		}
