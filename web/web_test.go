@@ -249,30 +249,30 @@ func TestAssets(t *testing.T) {
 	}
 }
 
-// TestDemoLoginLoadChangesNothing: the demo user is made once at startup;
-// loading the login screen (which another site can make a browser do)
-// writes nothing and leaves an admin's choices standing.
+// TestDemoLoginLoadChangesNothing: the demo user is made on the first
+// load by a person on this machine; after that, loading the login screen
+// (which another site can make a browser do) writes nothing and leaves an
+// admin's choices standing. Another site's load never creates them.
 func TestDemoLoginLoadChangesNothing(t *testing.T) {
 	company := testenv.Company(t)
 	p := apptest.Start(t, func(o *app.Options) { o.Embedded, o.DemoCompany = true, company })
 	admin := p.Admin(t, company)
-	var u struct{ User struct{ TwoFactor struct{ Web bool } } }
+	loadLogin(t, p.URL, "cross-site")
+	if n := auditCount(t, admin); n != 0 {
+		t.Fatalf("a cross-site load of the login screen wrote %d audit rows", n)
+	}
+	loadLogin(t, p.URL, "none")
+	var u struct {
+		User struct{ TwoFactor struct{ Web bool } }
+	}
 	admin.Must(t, `{ user(id: "demo-user") { twoFactor { web } } }`, nil, &u)
 	if !u.User.TwoFactor.Web {
-		t.Fatalf("the demo user should exist with 2FA on for the Web app at startup")
+		t.Fatalf("the demo user should exist with 2FA on for the Web app after the first load")
 	}
 	admin.Must(t, `mutation { setUserTwoFactor(input: {userId: "demo-user", app: WEB, enabled: false}) { userErrors { code } } }`, nil, nil)
 	before := auditCount(t, admin)
-	for _, site := range []string{"cross-site", "same-origin", ""} {
-		req, _ := http.NewRequest(http.MethodGet, p.URL+"/demo/login", nil)
-		if site != "" {
-			req.Header.Set("Sec-Fetch-Site", site)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+	for _, site := range []string{"cross-site", "same-origin", "none", ""} {
+		loadLogin(t, p.URL, site)
 	}
 	admin.Must(t, `{ user(id: "demo-user") { twoFactor { web } } }`, nil, &u)
 	if u.User.TwoFactor.Web {
@@ -280,6 +280,24 @@ func TestDemoLoginLoadChangesNothing(t *testing.T) {
 	}
 	if after := auditCount(t, admin); after != before {
 		t.Errorf("loading the login screen wrote %d audit rows", after-before)
+	}
+}
+
+// loadLogin opens /demo/login as a browser would with Sec-Fetch-Site site
+// ("" for a client that sends none).
+func loadLogin(t *testing.T, base, site string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/demo/login", nil)
+	if site != "" {
+		req.Header.Set("Sec-Fetch-Site", site)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/demo/login: %d", resp.StatusCode)
 	}
 }
 
