@@ -13,6 +13,7 @@ import (
 	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/cursor"
 	"github.com/twofactor/service/internal/feed"
+	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/users"
 	"github.com/twofactor/service/internal/validation"
 )
@@ -23,6 +24,7 @@ const (
 	CodeForbidden       = "FORBIDDEN"
 	CodeNotFound        = "NOT_FOUND"
 	CodeAlreadyExists   = "ALREADY_EXISTS"
+	CodeConflict        = "CONFLICT"
 	CodeBadCursor       = "BAD_CURSOR"
 	CodeBadUserInput    = "BAD_USER_INPUT"
 	CodeInternal        = "INTERNAL"
@@ -115,6 +117,9 @@ func (r *Resolver) mutationErrors(ctx context.Context, err error, idField string
 		return []model.UserError{{Field: []string{"input", idField}, Code: CodeNotFound, Message: "not found"}}, nil
 	case errors.Is(err, users.ErrAlreadyExists):
 		return []model.UserError{{Field: []string{"input", idField}, Code: CodeAlreadyExists, Message: "a user with this id already exists"}}, nil
+	case errors.Is(err, settings.ErrConflict):
+		return []model.UserError{{Field: []string{"input", "expectedUpdatedAt"}, Code: CodeConflict,
+			Message: "the settings changed since expectedUpdatedAt; nothing was written"}}, nil
 	}
 	return nil, r.toGQL(ctx, err)
 }

@@ -1023,20 +1023,24 @@ type Query {
   challenge(id: ID!): Challenge
 }
 
+"""
+Every field is nullable: a field that fails (FORBIDDEN, INTERNAL) is null
+with its error, and the other mutations of the request keep their results.
+"""
 type Mutation {
-  updateGeneralSettings(input: UpdateGeneralSettingsInput!): UpdateSettingsPayload!
-  updateDefaultSettings(input: UpdateDefaultSettingsInput!): UpdateSettingsPayload!
-  createUser(input: CreateUserInput!): UserPayload!
-  setUserTwoFactor(input: SetUserTwoFactorInput!): UserPayload!
+  updateGeneralSettings(input: UpdateGeneralSettingsInput!): UpdateSettingsPayload
+  updateDefaultSettings(input: UpdateDefaultSettingsInput!): UpdateSettingsPayload
+  createUser(input: CreateUserInput!): UserPayload
+  setUserTwoFactor(input: SetUserTwoFactorInput!): UserPayload
   """
   Issue a one-time code and deliver it. At most one issueChallenge or
   verifyChallenge field is allowed per operation.
   """
-  issueChallenge(input: IssueChallengeInput!): IssueChallengePayload!
+  issueChallenge(input: IssueChallengeInput!): IssueChallengePayload
   "Check a code. On success the payload carries a signed assertion."
-  verifyChallenge(input: VerifyChallengeInput!): VerifyChallengePayload!
+  verifyChallenge(input: VerifyChallengeInput!): VerifyChallengePayload
   "Lift a lock after too many failed attempts. Admin only."
-  unlockUserTwoFactor(input: UnlockUserTwoFactorInput!): UserPayload!
+  unlockUserTwoFactor(input: UnlockUserTwoFactorInput!): UserPayload
 }
 
 type Subscription {
@@ -1169,11 +1173,19 @@ input UpdateGeneralSettingsInput {
   deliveryMethod: DeliveryMethod
   "Set to null to clear the contact person; leave out to keep it."
   contactPerson: ContactPersonInput
+  """
+  The settings' updatedAt as you last read them. When they have changed
+  since, nothing is written and userErrors has CONFLICT, with the current
+  settings in the payload. Leave out to write regardless.
+  """
+  expectedUpdatedAt: DateTime
 }
 
 input UpdateDefaultSettingsInput {
   web: Boolean
   manager: Boolean
+  "As in UpdateGeneralSettingsInput: CONFLICT when the settings changed since."
+  expectedUpdatedAt: DateTime
 }
 
 type UpdateSettingsPayload {
@@ -2877,10 +2889,10 @@ func (ec *executionContext) _Mutation_updateGeneralSettings(ctx context.Context,
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.UpdateSettingsPayload) graphql.Marshaler {
-			return ec.marshalNUpdateSettingsPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateSettingsPayload(ctx, selections, v)
+			return ec.marshalOUpdateSettingsPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateSettingsPayload(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_Mutation_updateGeneralSettings(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -2921,10 +2933,10 @@ func (ec *executionContext) _Mutation_updateDefaultSettings(ctx context.Context,
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.UpdateSettingsPayload) graphql.Marshaler {
-			return ec.marshalNUpdateSettingsPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateSettingsPayload(ctx, selections, v)
+			return ec.marshalOUpdateSettingsPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateSettingsPayload(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_Mutation_updateDefaultSettings(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -2965,10 +2977,10 @@ func (ec *executionContext) _Mutation_createUser(ctx context.Context, field grap
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.UserPayload) graphql.Marshaler {
-			return ec.marshalNUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx, selections, v)
+			return ec.marshalOUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_Mutation_createUser(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -3009,10 +3021,10 @@ func (ec *executionContext) _Mutation_setUserTwoFactor(ctx context.Context, fiel
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.UserPayload) graphql.Marshaler {
-			return ec.marshalNUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx, selections, v)
+			return ec.marshalOUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_Mutation_setUserTwoFactor(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -3053,10 +3065,10 @@ func (ec *executionContext) _Mutation_issueChallenge(ctx context.Context, field 
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.IssueChallengePayload) graphql.Marshaler {
-			return ec.marshalNIssueChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐIssueChallengePayload(ctx, selections, v)
+			return ec.marshalOIssueChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐIssueChallengePayload(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_Mutation_issueChallenge(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -3097,10 +3109,10 @@ func (ec *executionContext) _Mutation_verifyChallenge(ctx context.Context, field
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.VerifyChallengePayload) graphql.Marshaler {
-			return ec.marshalNVerifyChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengePayload(ctx, selections, v)
+			return ec.marshalOVerifyChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengePayload(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_Mutation_verifyChallenge(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -3141,10 +3153,10 @@ func (ec *executionContext) _Mutation_unlockUserTwoFactor(ctx context.Context, f
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.UserPayload) graphql.Marshaler {
-			return ec.marshalNUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx, selections, v)
+			return ec.marshalOUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx, selections, v)
 		},
 		true,
-		true,
+		false,
 	)
 }
 func (ec *executionContext) fieldContext_Mutation_unlockUserTwoFactor(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
@@ -5887,7 +5899,7 @@ func (ec *executionContext) unmarshalInputUpdateDefaultSettingsInput(ctx context
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"web", "manager"}
+	fieldsInOrder := [...]string{"web", "manager", "expectedUpdatedAt"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -5908,6 +5920,13 @@ func (ec *executionContext) unmarshalInputUpdateDefaultSettingsInput(ctx context
 				return it, err
 			}
 			it.Manager = data
+		case "expectedUpdatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expectedUpdatedAt"))
+			data, err := ec.unmarshalODateTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExpectedUpdatedAt = data
 		}
 	}
 	return it, nil
@@ -5936,7 +5955,7 @@ func (ec *executionContext) unmarshalInputUpdateGeneralSettingsInput(ctx context
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"deliveryMethod", "contactPerson"}
+	fieldsInOrder := [...]string{"deliveryMethod", "contactPerson", "expectedUpdatedAt"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -5957,6 +5976,13 @@ func (ec *executionContext) unmarshalInputUpdateGeneralSettingsInput(ctx context
 				return it, err
 			}
 			it.ContactPerson = graphql.OmittableOf(data)
+		case "expectedUpdatedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expectedUpdatedAt"))
+			data, err := ec.unmarshalODateTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ExpectedUpdatedAt = data
 		}
 	}
 	return it, nil
@@ -6486,49 +6512,49 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_updateGeneralSettings(ctx, field)
 			})
-			if out.Values[i] == graphql.Null {
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		case "updateDefaultSettings":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_updateDefaultSettings(ctx, field)
 			})
-			if out.Values[i] == graphql.Null {
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		case "createUser":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createUser(ctx, field)
 			})
-			if out.Values[i] == graphql.Null {
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		case "setUserTwoFactor":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_setUserTwoFactor(ctx, field)
 			})
-			if out.Values[i] == graphql.Null {
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		case "issueChallenge":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_issueChallenge(ctx, field)
 			})
-			if out.Values[i] == graphql.Null {
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		case "verifyChallenge":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_verifyChallenge(ctx, field)
 			})
-			if out.Values[i] == graphql.Null {
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		case "unlockUserTwoFactor":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_unlockUserTwoFactor(ctx, field)
 			})
-			if out.Values[i] == graphql.Null {
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -7714,14 +7740,6 @@ func (ec *executionContext) unmarshalNIssueChallengeInput2githubᚗcomᚋtwofact
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNIssueChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐIssueChallengePayload(ctx context.Context, sel ast.SelectionSet, v *model.IssueChallengePayload) graphql.Marshaler {
-	if v == nil {
-		graphql.AddInvalidNullError(ctx, "IssueChallengePayload!")
-		return graphql.Null
-	}
-	return ec._IssueChallengePayload(ctx, sel, v)
-}
-
 func (ec *executionContext) marshalNPageInfo2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐPageInfo(ctx context.Context, sel ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "PageInfo!")
@@ -7770,14 +7788,6 @@ func (ec *executionContext) unmarshalNUpdateDefaultSettingsInput2githubᚗcomᚋ
 func (ec *executionContext) unmarshalNUpdateGeneralSettingsInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateGeneralSettingsInput(ctx context.Context, v any) (model.UpdateGeneralSettingsInput, error) {
 	res, err := ec.unmarshalInputUpdateGeneralSettingsInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
-}
-
-func (ec *executionContext) marshalNUpdateSettingsPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateSettingsPayload(ctx context.Context, sel ast.SelectionSet, v *model.UpdateSettingsPayload) graphql.Marshaler {
-	if v == nil {
-		graphql.AddInvalidNullError(ctx, "UpdateSettingsPayload!")
-		return graphql.Null
-	}
-	return ec._UpdateSettingsPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNUser2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUser(ctx context.Context, sel ast.SelectionSet, v *model.User) graphql.Marshaler {
@@ -7836,14 +7846,6 @@ func (ec *executionContext) marshalNUserError2ᚕgithubᚗcomᚋtwofactorᚋserv
 	return ret
 }
 
-func (ec *executionContext) marshalNUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx context.Context, sel ast.SelectionSet, v *model.UserPayload) graphql.Marshaler {
-	if v == nil {
-		graphql.AddInvalidNullError(ctx, "UserPayload!")
-		return graphql.Null
-	}
-	return ec._UserPayload(ctx, sel, v)
-}
-
 func (ec *executionContext) marshalNUserTwoFactor2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactor(ctx context.Context, sel ast.SelectionSet, v *model.UserTwoFactor) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "UserTwoFactor!")
@@ -7855,14 +7857,6 @@ func (ec *executionContext) marshalNUserTwoFactor2ᚖgithubᚗcomᚋtwofactorᚋ
 func (ec *executionContext) unmarshalNVerifyChallengeInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengeInput(ctx context.Context, v any) (model.VerifyChallengeInput, error) {
 	res, err := ec.unmarshalInputVerifyChallengeInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
-}
-
-func (ec *executionContext) marshalNVerifyChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengePayload(ctx context.Context, sel ast.SelectionSet, v *model.VerifyChallengePayload) graphql.Marshaler {
-	if v == nil {
-		graphql.AddInvalidNullError(ctx, "VerifyChallengePayload!")
-		return graphql.Null
-	}
-	return ec._VerifyChallengePayload(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx context.Context, sel ast.SelectionSet, v introspection.Directive) graphql.Marshaler {
@@ -8264,6 +8258,13 @@ func (ec *executionContext) marshalOInt2ᚖint(ctx context.Context, sel ast.Sele
 	return res
 }
 
+func (ec *executionContext) marshalOIssueChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐIssueChallengePayload(ctx context.Context, sel ast.SelectionSet, v *model.IssueChallengePayload) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._IssueChallengePayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalOJSON2encodingᚋjsonᚐRawMessage(ctx context.Context, v any) (json.RawMessage, error) {
 	if v == nil {
 		return nil, nil
@@ -8358,6 +8359,13 @@ func (ec *executionContext) marshalOTwoFactorSettings2ᚖgithubᚗcomᚋtwofacto
 	return ec._TwoFactorSettings(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalOUpdateSettingsPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateSettingsPayload(ctx context.Context, sel ast.SelectionSet, v *model.UpdateSettingsPayload) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._UpdateSettingsPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalOUser2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUser(ctx context.Context, sel ast.SelectionSet, v *model.User) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -8365,11 +8373,25 @@ func (ec *executionContext) marshalOUser2ᚖgithubᚗcomᚋtwofactorᚋservice�
 	return ec._User(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalOUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx context.Context, sel ast.SelectionSet, v *model.UserPayload) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._UserPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalOUserTwoFactorLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorLocks(ctx context.Context, sel ast.SelectionSet, v *model.UserTwoFactorLocks) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
 	}
 	return ec._UserTwoFactorLocks(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOVerifyChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengePayload(ctx context.Context, sel ast.SelectionSet, v *model.VerifyChallengePayload) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._VerifyChallengePayload(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalO__EnumValue2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐEnumValueᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.EnumValue) graphql.Marshaler {

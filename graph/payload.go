@@ -2,8 +2,10 @@ package graph
 
 import (
 	"context"
+	"errors"
 
 	"github.com/twofactor/service/graph/model"
+	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/users"
 )
 
@@ -15,4 +17,17 @@ func (r *Resolver) userPayload(ctx context.Context, u users.User, err error, idF
 		return &model.UserPayload{UserErrors: ue}, err
 	}
 	return &model.UserPayload{User: toUser(u), UserErrors: ue}, nil
+}
+
+// settingsPayload builds a settings mutation's payload. A CONFLICT carries
+// the current settings, so the client can show what changed and retry.
+func (r *Resolver) settingsPayload(ctx context.Context, s settings.Settings, err error) (*model.UpdateSettingsPayload, error) {
+	ue, err2 := r.mutationErrors(ctx, err, "")
+	if errors.Is(err, settings.ErrConflict) {
+		return &model.UpdateSettingsPayload{Settings: toSettings(s), UserErrors: ue}, nil
+	}
+	if err2 != nil || len(ue) > 0 {
+		return &model.UpdateSettingsPayload{UserErrors: ue}, err2
+	}
+	return &model.UpdateSettingsPayload{Settings: toSettings(s), UserErrors: ue}, nil
 }

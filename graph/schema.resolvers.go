@@ -24,7 +24,7 @@ func (r *mutationResolver) UpdateGeneralSettings(ctx context.Context, input mode
 	if err != nil {
 		return nil, r.toGQL(ctx, err)
 	}
-	u := settings.GeneralUpdate{}
+	u := settings.GeneralUpdate{ExpectedUpdatedAt: input.ExpectedUpdatedAt}
 	if m := input.DeliveryMethod; m != nil {
 		dm := settings.DeliveryMethod(*m)
 		u.DeliveryMethod = &dm
@@ -36,11 +36,7 @@ func (r *mutationResolver) UpdateGeneralSettings(ctx context.Context, input mode
 		}
 	}
 	s, err := r.SettingsService.UpdateGeneral(ctx, c, u)
-	ue, err := r.mutationErrors(ctx, err, "")
-	if err != nil || len(ue) > 0 {
-		return &model.UpdateSettingsPayload{UserErrors: ue}, err
-	}
-	return &model.UpdateSettingsPayload{Settings: toSettings(s), UserErrors: ue}, nil
+	return r.settingsPayload(ctx, s, err)
 }
 
 // UpdateDefaultSettings is the resolver for the updateDefaultSettings field.
@@ -49,12 +45,10 @@ func (r *mutationResolver) UpdateDefaultSettings(ctx context.Context, input mode
 	if err != nil {
 		return nil, r.toGQL(ctx, err)
 	}
-	s, err := r.SettingsService.UpdateDefaults(ctx, c, settings.DefaultsUpdate{Web: input.Web, Manager: input.Manager})
-	ue, err := r.mutationErrors(ctx, err, "")
-	if err != nil || len(ue) > 0 {
-		return &model.UpdateSettingsPayload{UserErrors: ue}, err
-	}
-	return &model.UpdateSettingsPayload{Settings: toSettings(s), UserErrors: ue}, nil
+	s, err := r.SettingsService.UpdateDefaults(ctx, c, settings.DefaultsUpdate{
+		Web: input.Web, Manager: input.Manager, ExpectedUpdatedAt: input.ExpectedUpdatedAt,
+	})
+	return r.settingsPayload(ctx, s, err)
 }
 
 // CreateUser is the resolver for the createUser field.

@@ -695,3 +695,33 @@ func TestAdminAuditResumesAnEmptyLog(t *testing.T) {
 	}
 	noProblems(t, b)
 }
+
+// TestAdminDefaultSettingsConflict: a save based on settings someone else
+// changed since is refused, says so, and shows the settings as they are.
+func TestAdminDefaultSettingsConflict(t *testing.T) {
+	p := startEmbedded(t)
+	b := p.B
+	openConsole(t, p, "#defaults")
+	b.WaitFor(t, "the defaults to load", `!document.querySelector('#panel-defaults').hidden && document.querySelector('#defaults-status').dataset.state === 'clean'`)
+	admin := p.Admin(t, p.Company)
+	admin.Must(t, `mutation { updateDefaultSettings(input: {manager: true}) { userErrors { code } } }`, nil, nil)
+
+	b.Do(t, "switch web on and save", chromedp.Click("#def-web"), chromedp.Click("#defaults-save"))
+	b.WaitFor(t, "the conflict", `document.querySelector('#defaults-status').textContent.includes('someone else changed these settings')`)
+	if got := browsertest.Eval[string](t, b, `[document.querySelector('#def-web').checked, document.querySelector('#def-manager').checked].join(' ')`); got != "false true" {
+		t.Errorf("web, manager switches after the conflict = %q, want the current false true", got)
+	}
+	var d struct {
+		TwoFactorSettings struct {
+			Defaults struct{ Web, Manager bool } `json:"defaults"`
+		} `json:"twoFactorSettings"`
+	}
+	admin.Must(t, `{ twoFactorSettings { defaults { web manager } } }`, nil, &d)
+	if d.TwoFactorSettings.Defaults.Web || !d.TwoFactorSettings.Defaults.Manager {
+		t.Errorf("defaults through the API: %+v, want the other change only", d.TwoFactorSettings.Defaults)
+	}
+	// Redone on the reloaded settings, the change is saved.
+	b.Do(t, "switch web on again and save", chromedp.Click("#def-web"), chromedp.Click("#defaults-save"))
+	b.WaitFor(t, "Saved", `document.querySelector('#defaults-status').textContent === 'Saved'`)
+	noProblems(t, b)
+}

@@ -121,6 +121,8 @@ type IssueChallengePayload struct {
 	UserErrors        []UserError `json:"userErrors"`
 }
 
+// Every field is nullable: a field that fails (FORBIDDEN, INTERNAL) is null
+// with its error, and the other mutations of the request keep their results.
 type Mutation struct {
 }
 
@@ -157,12 +159,18 @@ type UnlockUserTwoFactorInput struct {
 type UpdateDefaultSettingsInput struct {
 	Web     *bool `json:"web,omitempty"`
 	Manager *bool `json:"manager,omitempty"`
+	// As in UpdateGeneralSettingsInput: CONFLICT when the settings changed since.
+	ExpectedUpdatedAt *time.Time `json:"expectedUpdatedAt,omitempty"`
 }
 
 type UpdateGeneralSettingsInput struct {
 	DeliveryMethod *DeliveryMethod `json:"deliveryMethod,omitempty"`
 	// Set to null to clear the contact person; leave out to keep it.
 	ContactPerson graphql.Omittable[*ContactPersonInput] `json:"contactPerson,omitempty"`
+	// The settings' updatedAt as you last read them. When they have changed
+	// since, nothing is written and userErrors has CONFLICT, with the current
+	// settings in the payload. Leave out to write regardless.
+	ExpectedUpdatedAt *time.Time `json:"expectedUpdatedAt,omitempty"`
 }
 
 type UpdateSettingsPayload struct {

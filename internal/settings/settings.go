@@ -38,6 +38,10 @@ type ContactPerson struct {
 	Phone string `json:"phone,omitempty"`
 }
 
+// ErrConflict means the settings changed after the caller's
+// ExpectedUpdatedAt: nothing was written.
+var ErrConflict = errors.New("settings changed since they were read")
+
 // Settings is one company's configuration.
 type Settings struct {
 	Company        string
@@ -81,7 +85,7 @@ func (s *Service) ForCompany(ctx context.Context, company string) (Settings, err
 	db := s.db.WithContext(ctx)
 	err := db.Where("company_id = ?", company).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		row, err = load(db, company, false)
+		row, err = load(db, company, "")
 	}
 	if err != nil {
 		return Settings{}, fmt.Errorf("get settings: %w", err)
@@ -89,15 +93,28 @@ func (s *Service) ForCompany(ctx context.Context, company string) (Settings, err
 	return fromRow(row), nil
 }
 
-// load reads the row, inserting the defaults when it does not exist yet.
-func load(tx *gorm.DB, company string, forUpdate bool) (models.CompanySettings, error) {
+// DefaultsIn returns a company's settings inside the caller's transaction
+// tx, creating the defaults on first use. The row stays share-locked until
+// tx ends, so on PostgreSQL a concurrent change of the settings commits
+// either wholly before tx's read or after tx (SQLite has one writer).
+func (s *Service) DefaultsIn(tx *gorm.DB, company string) (Settings, error) {
+	row, err := load(tx, company, "SHARE")
+	if err != nil {
+		return Settings{}, fmt.Errorf("get settings: %w", err)
+	}
+	return fromRow(row), nil
+}
+
+// load reads the row, inserting the defaults when it does not exist yet,
+// with a row lock of the given strength ("UPDATE", "SHARE") unless empty.
+func load(tx *gorm.DB, company, lock string) (models.CompanySettings, error) {
 	row := models.CompanySettings{CompanyID: company, DeliveryMethod: string(SMSWithEmailBackup)}
 	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
 		return row, err
 	}
 	q := tx.Where("company_id = ?", company)
-	if forUpdate {
-		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+	if lock != "" {
+		q = q.Clauses(clause.Locking{Strength: lock})
 	}
 	err := q.Take(&row).Error
 	return row, err
@@ -109,6 +126,9 @@ type GeneralUpdate struct {
 	DeliveryMethod *DeliveryMethod
 	SetContact     bool
 	Contact        *ContactPerson
+	// ExpectedUpdatedAt, when set, must equal the stored UpdatedAt (to the
+	// millisecond), or nothing is written and the error is ErrConflict.
+	ExpectedUpdatedAt *time.Time
 }
 
 // validate checks u and returns it with the contact's name in its stored
@@ -136,6 +156,7 @@ func (u GeneralUpdate) validate() (GeneralUpdate, error) {
 }
 
 // UpdateGeneral changes the delivery method and contact person. Admin only.
+// With ErrConflict the returned settings are the current ones.
 func (s *Service) UpdateGeneral(ctx context.Context, c auth.Caller, u GeneralUpdate) (Settings, error) {
 	if err := c.Require(auth.RoleAdmin); err != nil {
 		return Settings{}, fmt.Errorf("update general settings: %w", err)
@@ -144,7 +165,7 @@ func (s *Service) UpdateGeneral(ctx context.Context, c auth.Caller, u GeneralUpd
 	if err != nil {
 		return Settings{}, fmt.Errorf("update general settings: %w", err)
 	}
-	return s.update(ctx, c, audit.GeneralSettingsChanged, func(row *models.CompanySettings) audit.Change {
+	return s.update(ctx, c, audit.GeneralSettingsChanged, u.ExpectedUpdatedAt, func(row *models.CompanySettings) audit.Change {
 		ch := audit.Change{Before: map[string]any{}, After: map[string]any{}}
 		if m := u.DeliveryMethod; m != nil && string(*m) != row.DeliveryMethod {
 			ch.Before["deliveryMethod"], ch.After["deliveryMethod"] = row.DeliveryMethod, *m
@@ -165,14 +186,17 @@ func (s *Service) UpdateGeneral(ctx context.Context, c auth.Caller, u GeneralUpd
 // stay as they are.
 type DefaultsUpdate struct {
 	Web, Manager *bool
+	// ExpectedUpdatedAt works as in GeneralUpdate.
+	ExpectedUpdatedAt *time.Time
 }
 
-// UpdateDefaults changes the defaults for new users. Admin only.
+// UpdateDefaults changes the defaults for new users. Admin only. With
+// ErrConflict the returned settings are the current ones.
 func (s *Service) UpdateDefaults(ctx context.Context, c auth.Caller, u DefaultsUpdate) (Settings, error) {
 	if err := c.Require(auth.RoleAdmin); err != nil {
 		return Settings{}, fmt.Errorf("update default settings: %w", err)
 	}
-	return s.update(ctx, c, audit.DefaultSettingsChanged, func(row *models.CompanySettings) audit.Change {
+	return s.update(ctx, c, audit.DefaultSettingsChanged, u.ExpectedUpdatedAt, func(row *models.CompanySettings) audit.Change {
 		ch := audit.Change{Before: map[string]any{}, After: map[string]any{}}
 		if u.Web != nil && *u.Web != row.DefaultWeb {
 			ch.Before["web"], ch.After["web"] = row.DefaultWeb, *u.Web
@@ -188,22 +212,33 @@ func (s *Service) UpdateDefaults(ctx context.Context, c auth.Caller, u DefaultsU
 
 // update applies edit to the locked row and writes the change and its
 // audit row in one transaction. An edit that changes nothing writes
-// nothing.
-func (s *Service) update(ctx context.Context, c auth.Caller, action audit.Action, edit func(*models.CompanySettings) audit.Change) (Settings, error) {
+// nothing; neither does one whose expected UpdatedAt is stale (ErrConflict,
+// with the current settings).
+func (s *Service) update(ctx context.Context, c auth.Caller, action audit.Action, expected *time.Time,
+	edit func(*models.CompanySettings) audit.Change) (Settings, error) {
 	var (
-		row   models.CompanySettings
-		event *audit.Event
+		row      models.CompanySettings
+		event    *audit.Event
+		conflict bool
 	)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var err error
-		if row, err = load(tx, c.Company, true); err != nil {
+		if row, err = load(tx, c.Company, "UPDATE"); err != nil {
 			return err
+		}
+		// Checked under the row lock, so of concurrent writers expecting
+		// the same value exactly one passes. Commits only a first use's
+		// defaults row, so the settings returned with the conflict exist.
+		if conflict = expected != nil && !sameMilli(row.UpdatedAt, *expected); conflict {
+			return nil
 		}
 		ch := edit(&row)
 		if len(ch.After) == 0 {
 			return nil
 		}
-		if err := tx.Save(&row).Error; err != nil {
+		row.UpdatedAt = nextStamp(row.UpdatedAt, time.Now())
+		stamp := func() time.Time { return row.UpdatedAt }
+		if err := tx.Session(&gorm.Session{NowFunc: stamp}).Save(&row).Error; err != nil {
 			return err
 		}
 		event = &audit.Event{
@@ -217,8 +252,28 @@ func (s *Service) update(ctx context.Context, c auth.Caller, action audit.Action
 	if err != nil {
 		return Settings{}, fmt.Errorf("update settings: %w", err)
 	}
+	if conflict {
+		return fromRow(row), fmt.Errorf("update settings: %w", ErrConflict)
+	}
 	s.audit.Announce(ctx, event)
 	return fromRow(row), nil
+}
+
+// sameMilli compares at the DateTime scalar's precision, the precision
+// clients see UpdatedAt in.
+func sameMilli(a, b time.Time) bool {
+	return a.Truncate(time.Millisecond).Equal(b.Truncate(time.Millisecond))
+}
+
+// nextStamp is a change's UpdatedAt: now at millisecond precision, but
+// always at least a millisecond after prev, so that every write moves the
+// value clients compare and two writes in one millisecond still conflict.
+func nextStamp(prev, now time.Time) time.Time {
+	next, floor := now.UTC().Truncate(time.Millisecond), prev.UTC().Truncate(time.Millisecond).Add(time.Millisecond)
+	if next.Before(floor) {
+		return floor
+	}
+	return next
 }
 
 func fromRow(r models.CompanySettings) Settings {

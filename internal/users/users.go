@@ -66,9 +66,12 @@ type AuditWriter interface {
 	Announce(ctx context.Context, events ...*audit.Event)
 }
 
-// Defaults gives a company's settings, for the switches of new users.
+// Defaults gives a company's settings, for the switches of new users. It
+// reads them inside the creating transaction tx, locked against a
+// concurrent change, so a new user gets the defaults in force when its
+// audit row is written.
 type Defaults interface {
-	ForCompany(ctx context.Context, company string) (settings.Settings, error)
+	DefaultsIn(tx *gorm.DB, company string) (settings.Settings, error)
 }
 
 // Service reads and changes users.
@@ -127,9 +130,28 @@ func (s *Service) Create(ctx context.Context, c auth.Caller, n NewUser) (User, e
 	if err := n.validate(); err != nil {
 		return User{}, fmt.Errorf("create user: %w", err)
 	}
-	defaults, err := s.defaults.ForCompany(ctx, c.Company)
+	var (
+		row   models.User
+		event *audit.Event
+	)
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		row, event, err = s.insert(tx, c, n)
+		return err
+	})
 	if err != nil {
-		return User{}, fmt.Errorf("create user: %w", err)
+		return User{}, fmt.Errorf("create user %q: %w", n.ID, err)
+	}
+	s.audit.Announce(ctx, event)
+	return fromRow(row), nil
+}
+
+// insert writes the user n, with the company defaults read in tx, and its
+// audit row.
+func (s *Service) insert(tx *gorm.DB, c auth.Caller, n NewUser) (models.User, *audit.Event, error) {
+	defaults, err := s.defaults.DefaultsIn(tx, c.Company)
+	if err != nil {
+		return models.User{}, nil, err
 	}
 	row := models.User{
 		CompanyID:        c.Company,
@@ -140,6 +162,13 @@ func (s *Service) Create(ctx context.Context, c auth.Caller, n NewUser) (User, e
 		TwoFactorWeb:     defaults.DefaultWeb,
 		TwoFactorManager: defaults.DefaultManager,
 	}
+	res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	if res.Error != nil {
+		return row, nil, res.Error
+	}
+	if res.RowsAffected == 0 {
+		return row, nil, ErrAlreadyExists
+	}
 	u := fromRow(row)
 	event := &audit.Event{
 		Company: c.Company,
@@ -148,21 +177,7 @@ func (s *Service) Create(ctx context.Context, c auth.Caller, n NewUser) (User, e
 		Target:  target(u),
 		Details: audit.Details(audit.Change{Before: map[string]any{}, After: snapshot(u)}),
 	}
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return ErrAlreadyExists
-		}
-		return s.audit.Write(tx, event)
-	})
-	if err != nil {
-		return User{}, fmt.Errorf("create user %q: %w", n.ID, err)
-	}
-	s.audit.Announce(ctx, event)
-	return fromRow(row), nil
+	return row, event, s.audit.Write(tx, event)
 }
 
 // Get returns a user of the caller's company. A user-role caller sees only

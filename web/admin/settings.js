@@ -25,6 +25,16 @@ function loadSettings(client) {
 }
 const remember = (client, settings) => cache.set(client, Promise.resolve(settings));
 
+// expectedAt is the updatedAt this session last saw, sent with a save so
+// that a change made elsewhere since is refused (CONFLICT), not overwritten.
+// Saves of this session update it, so one tab's save never blocks the other.
+const expectedAt = (client) => loadSettings(client).then((s) => s.updatedAt, () => undefined);
+
+// CONFLICT_TEXT is shown when someone else changed the settings first: the
+// form then shows the settings as they are now, for the change to be redone.
+const CONFLICT_TEXT = 'Not saved: someone else changed these settings; they are reloaded below.';
+const conflicted = (p) => p.userErrors.some((e) => e.code === 'CONFLICT');
+
 // formState runs a form's Save button and status line.
 function formState(prefix) {
   const save = $('#' + prefix + '-save');
@@ -165,6 +175,7 @@ export function generalTab({ client, fail, clearBanner }) {
     busy = true;
     state.set('saving', 'Saving…');
     try {
+      input.expectedUpdatedAt = await expectedAt(client);
       const d = await client.request(
         `mutation AdminUpdateGeneral($input: UpdateGeneralSettingsInput!) {
           updateGeneralSettings(input: $input) {
@@ -175,6 +186,13 @@ export function generalTab({ client, fail, clearBanner }) {
       busy = false;
       clearBanner();
       const p = d.updateGeneralSettings;
+      if (conflicted(p)) {
+        remember(client, p.settings);
+        fill(p.settings);
+        showErrors([], places);
+        state.set('clean', CONFLICT_TEXT);
+        return;
+      }
       const { unplaced, first } = showErrors(p.userErrors, places);
       if (p.userErrors.length) {
         state.set('dirty', unplaced.length ? 'Not saved: ' + unplaced.join(' ') : 'Not saved: check the marked fields.');
@@ -247,6 +265,7 @@ export function defaultsTab({ client, fail, clearBanner }) {
     state.set('saving', 'Saving…');
     const err = $('#err-defaults');
     try {
+      input.expectedUpdatedAt = await expectedAt(client);
       const d = await client.request(
         `mutation AdminUpdateDefaults($input: UpdateDefaultSettingsInput!) {
           updateDefaultSettings(input: $input) {
@@ -257,6 +276,13 @@ export function defaultsTab({ client, fail, clearBanner }) {
       busy = false;
       clearBanner();
       const p = d.updateDefaultSettings;
+      if (conflicted(p)) {
+        remember(client, p.settings);
+        fill(p.settings);
+        err.hidden = true;
+        state.set('clean', CONFLICT_TEXT);
+        return;
+      }
       if (p.userErrors.length) {
         err.textContent = p.userErrors.map((u) => u.message).join(' ');
         err.hidden = false;
