@@ -66,6 +66,10 @@ type config struct {
 	TwilioAccountSID, TwilioAuthToken, TwilioFrom, TwilioBaseURL string
 	SMSWebhookURL, SMSWebhookSecret                              string
 	SMTPURL, EmailFrom                                           string
+
+	JWKSURL    string          // AUTH_JWKS_URL: the identity provider's key set
+	JWKSFile   string          // AUTH_JWKS_FILE: the same, on disk
+	ClaimNames auth.ClaimNames // AUTH_CLAIM_COMPANY, AUTH_CLAIM_ROLE, AUTH_CLAIM_NAME
 }
 
 func (c config) embedded() bool { return c.DatabaseURL == "" }
@@ -121,6 +125,8 @@ func loadConfig() (config, error) {
 	c.DemoPages = p.bool("DEMO_PAGES")
 	c.AuthIssuer, c.AuthAudience = os.Getenv("AUTH_ISSUER"), os.Getenv("AUTH_AUDIENCE")
 	c.AuthMaxTTL = p.duration("AUTH_MAX_TOKEN_TTL", auth.DefaultMaxTTL)
+	c.JWKSURL, c.JWKSFile = os.Getenv("AUTH_JWKS_URL"), os.Getenv("AUTH_JWKS_FILE")
+	c.ClaimNames = auth.ClaimNames{Company: os.Getenv("AUTH_CLAIM_COMPANY"), Role: os.Getenv("AUTH_CLAIM_ROLE"), Name: os.Getenv("AUTH_CLAIM_NAME")}
 	c.Challenge = challenge.Config{
 		CodeTTL:              p.duration("CODE_TTL", d.CodeTTL),
 		ResendCooldown:       p.duration("RESEND_COOLDOWN", d.ResendCooldown),
@@ -137,10 +143,13 @@ func loadConfig() (config, error) {
 	if err := c.Challenge.Validate(); err != nil {
 		return c, err
 	}
+	if c.JWKSURL != "" && c.JWKSFile != "" {
+		return c, errors.New("set one of AUTH_JWKS_URL and AUTH_JWKS_FILE, not both")
+	}
 	if !c.embedded() {
 		// Production: nothing may silently fall back to a local default.
-		if c.JWTSecret == "" {
-			return c, errors.New("AUTH_JWT_SECRET is required when DATABASE_URL is set (use at least 32 random bytes)")
+		if c.JWTSecret == "" && c.JWKSURL == "" && c.JWKSFile == "" {
+			return c, errors.New("AUTH_JWT_SECRET (at least 32 random bytes) or AUTH_JWKS_URL/AUTH_JWKS_FILE is required when DATABASE_URL is set")
 		}
 		if c.RedisURL == "" {
 			return c, errors.New("REDIS_URL is required when DATABASE_URL is set: instances must share one Redis")
@@ -269,19 +278,29 @@ func envOr(key, def string) string {
 	return def
 }
 
-// tokens returns the caller-token signer. In embedded mode the secret is
-// generated once and kept in DATA_DIR so tokens survive restarts; created
-// tells that this call generated it.
-func (c config) tokens() (t *auth.Tokens, created bool, err error) {
+// tokens returns the caller-token signer and verifier. In embedded mode
+// the secret is generated once and kept in DATA_DIR so tokens survive
+// restarts; created tells that this call generated it. With a logger it
+// also loads the identity provider's key set (AUTH_JWKS_URL/FILE); nil
+// (the token command, which only signs) skips it.
+func (c config) tokens(logger *slog.Logger) (t *auth.Tokens, created bool, err error) {
 	secret := []byte(c.JWTSecret)
-	if c.JWTSecret == "" {
+	if c.JWTSecret == "" && c.embedded() {
 		if secret, created, err = dataDirSecret(c.DataDir, "auth_jwt_secret"); err != nil {
 			return nil, false, err
 		}
 	}
-	t, err = auth.NewTokens(secret, auth.WithIssuer(c.AuthIssuer), auth.WithAudience(c.AuthAudience), auth.WithMaxTTL(c.AuthMaxTTL))
-	if err != nil {
-		return nil, false, fmt.Errorf("AUTH_JWT_SECRET: %w", err)
+	opts := []auth.Option{auth.WithIssuer(c.AuthIssuer), auth.WithAudience(c.AuthAudience),
+		auth.WithMaxTTL(c.AuthMaxTTL), auth.WithClaimNames(c.ClaimNames)}
+	if logger != nil && (c.JWKSURL != "" || c.JWKSFile != "") {
+		jwks, err := auth.NewJWKS(auth.JWKSOptions{URL: c.JWKSURL, File: c.JWKSFile, Logger: logger})
+		if err != nil {
+			return nil, false, fmt.Errorf("AUTH_JWKS_URL/AUTH_JWKS_FILE: %w", err)
+		}
+		opts = append(opts, auth.WithJWKS(jwks))
+	}
+	if t, err = auth.NewTokens(secret, opts...); err != nil {
+		return nil, false, fmt.Errorf("AUTH_JWT_SECRET or AUTH_CLAIM_*: %w", err)
 	}
 	return t, created, nil
 }
@@ -430,7 +449,10 @@ func runToken(args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	t, created, err := cfg.tokens()
+	if cfg.JWTSecret == "" && !cfg.embedded() {
+		return errors.New("token: AUTH_JWT_SECRET is required: this command signs HS256 tokens (tokens for AUTH_JWKS_URL keys come from the identity provider)")
+	}
+	t, created, err := cfg.tokens(nil)
 	if err != nil {
 		return err
 	}
@@ -527,7 +549,7 @@ func (c config) mode() string {
 // them after the server has stopped.
 func build(ctx context.Context, cfg config, logger *slog.Logger) (a *app.App, tokens *auth.Tokens, closeBackends func(), err error) {
 	closeBackends = func() {}
-	if tokens, _, err = cfg.tokens(); err != nil {
+	if tokens, _, err = cfg.tokens(logger); err != nil {
 		return nil, nil, closeBackends, err
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -2,12 +2,20 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	jwxjwt "github.com/lestrrat-go/jwx/v3/jwt"
 
 	"github.com/twofactor/service/internal/auth"
 )
@@ -37,7 +45,7 @@ func TestTokenCommandUsesIssuerAndAudience(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tokens, _, err := cfg.tokens()
+	tokens, _, err := cfg.tokens(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,5 +92,108 @@ func TestSMTPPlaintextWarning(t *testing.T) {
 				t.Errorf("warning logged: %v, want %v; log: %s", got, warn, logs.String())
 			}
 		})
+	}
+}
+
+// idpKey serves an Ed25519 key set on loopback and returns its URL and a
+// function that mints tokens with it.
+func idpKey(t *testing.T) (url string, mint func(claims map[string]any) string) {
+	t.Helper()
+	_, raw, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := jwk.Import(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv.Set(jwk.KeyIDKey, "k1")
+	pub, _ := priv.PublicKey()
+	set := jwk.NewSet()
+	set.AddKey(pub)
+	body, _ := json.Marshal(set)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(body) }))
+	t.Cleanup(srv.Close)
+	return srv.URL, func(claims map[string]any) string {
+		tok := jwxjwt.New()
+		for k, v := range claims {
+			tok.Set(k, v)
+		}
+		b, err := jwxjwt.Sign(tok, jwxjwt.WithKey(jwa.EdDSA(), priv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+}
+
+// Production with AUTH_JWKS_URL needs no AUTH_JWT_SECRET; the server
+// takes the provider's tokens under the configured claim names, and the
+// token command, which signs HS256, says it needs the secret.
+func TestJWKSConfig(t *testing.T) {
+	url, mint := idpKey(t)
+	t.Setenv("DATA_DIR", t.TempDir())
+	t.Setenv("DATABASE_URL", "postgres://unused")
+	t.Setenv("REDIS_URL", "redis://unused")
+	t.Setenv("AUTH_JWT_SECRET", "")
+	t.Setenv("AUTH_JWKS_URL", "")
+	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "AUTH_JWKS_URL") {
+		t.Errorf("production without a secret or key set: %v", err)
+	}
+	t.Setenv("AUTH_JWKS_URL", url)
+	t.Setenv("AUTH_CLAIM_ROLE", "roles")
+	t.Setenv("AUTH_CLAIM_COMPANY", "org")
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, _, err := cfg.tokens(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tokens.Verify(mint(map[string]any{"sub": "alice", "org": "acme", "roles": []string{"user", "admin"},
+		"exp": time.Now().Add(time.Hour).Unix()}))
+	if err != nil || c.Company != "acme" || c.Role != auth.RoleAdmin {
+		t.Errorf("Verify = %+v, %v", c, err)
+	}
+	var out, errOut bytes.Buffer
+	if err := runToken(nil, &out, &errOut); err == nil || !strings.Contains(err.Error(), "AUTH_JWT_SECRET is required") {
+		t.Errorf("token without AUTH_JWT_SECRET: %v", err)
+	}
+	t.Setenv("AUTH_JWKS_FILE", "/x.json")
+	if _, err := loadConfig(); err == nil {
+		t.Error("both AUTH_JWKS_URL and AUTH_JWKS_FILE accepted")
+	}
+}
+
+// A key set that is unreachable at start logs a warning and the server
+// starts (HS256 still works); an http:// URL off this machine is refused.
+func TestJWKSConfigUnreachable(t *testing.T) {
+	t.Setenv("DATA_DIR", t.TempDir())
+	t.Setenv("AUTH_JWT_SECRET", strings.Repeat("s", 32))
+	for url, wantErr := range map[string]bool{"http://127.0.0.1:1/jwks": false, "http://idp.example/jwks": true} {
+		t.Setenv("AUTH_JWKS_URL", url)
+		cfg, err := loadConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		tokens, _, err := cfg.tokens(slog.New(slog.NewJSONHandler(&logs, nil)))
+		if (err != nil) != wantErr {
+			t.Fatalf("%s: tokens: %v", url, err)
+		}
+		if wantErr {
+			continue
+		}
+		if !strings.Contains(logs.String(), `"level":"WARN"`) {
+			t.Errorf("no warning for an unreachable key set: %s", logs.String())
+		}
+		tok, err := tokens.Sign(auth.Caller{UserID: "a", Company: "demo", Role: auth.RoleAdmin}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tokens.Verify(tok); err != nil {
+			t.Errorf("HS256 refused while the key set is down: %v", err)
+		}
 	}
 }

@@ -3,6 +3,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,9 +68,12 @@ func FromContext(ctx context.Context) (Caller, error) {
 	return c, nil
 }
 
-// Tokens signs and verifies HS256 caller tokens.
+// Tokens signs and verifies caller tokens: HS256 with the shared secret,
+// and RS256, ES256 and EdDSA with the identity provider's key set.
 type Tokens struct {
-	secret   []byte
+	secret   []byte // nil: HS256 is off (the key set alone)
+	jwks     *JWKS  // nil: HS256 only
+	names    ClaimNames
 	issuer   string // required in tokens when set
 	audience string // required in tokens when set
 	maxTTL   time.Duration
@@ -98,6 +102,18 @@ func WithIssuer(iss string) Option { return func(t *Tokens) { t.issuer = iss } }
 // and Sign puts it there. Empty checks nothing.
 func WithAudience(aud string) Option { return func(t *Tokens) { t.audience = aud } }
 
+// WithJWKS also accepts tokens signed with the keys of k.
+func WithJWKS(k *JWKS) Option { return func(t *Tokens) { t.jwks = k } }
+
+// WithClaimNames reads the company, role and name from these claims, and
+// Sign writes them there. Empty fields keep the defaults.
+func WithClaimNames(n ClaimNames) Option {
+	return func(t *Tokens) {
+		d := DefaultClaimNames
+		t.names = ClaimNames{Company: cmp.Or(n.Company, d.Company), Role: cmp.Or(n.Role, d.Role), Name: cmp.Or(n.Name, d.Name)}
+	}
+}
+
 // MaxTTL is the longest lifetime a token may have.
 func (t *Tokens) MaxTTL() time.Duration { return t.maxTTL }
 
@@ -112,17 +128,31 @@ func WithMaxTTL(d time.Duration) Option {
 }
 
 // NewTokens returns a signer and verifier for secret. A short secret is
-// refused: HS256 with a guessable key is no authentication at all.
+// refused: HS256 with a guessable key is no authentication at all. With
+// WithJWKS the secret may be empty: then only the key set's tokens count.
 func NewTokens(secret []byte, opts ...Option) (*Tokens, error) {
-	if len(secret) < 32 {
-		return nil, errors.New("token secret must be at least 32 bytes")
-	}
-	t := &Tokens{secret: secret, maxTTL: DefaultMaxTTL}
+	t := &Tokens{maxTTL: DefaultMaxTTL, names: DefaultClaimNames}
 	for _, o := range opts {
 		o(t)
 	}
+	if len(secret) > 0 || t.jwks == nil {
+		if len(secret) < 32 {
+			return nil, errors.New("token secret must be at least 32 bytes")
+		}
+		t.secret = secret
+	}
+	if err := t.names.validate(); err != nil {
+		return nil, err
+	}
+	var algs []string
+	if t.secret != nil {
+		algs = append(algs, jwt.SigningMethodHS256.Alg())
+	}
+	if t.jwks != nil {
+		algs = append(algs, algRS256, algES256, algEdDSA)
+	}
 	popts := []jwt.ParserOption{
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithValidMethods(algs),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(leeway),
 	}
@@ -139,8 +169,8 @@ func NewTokens(secret []byte, opts ...Option) (*Tokens, error) {
 // Verify checks a token and returns its caller. The error never quotes
 // the token or a claim: a client sees only a fixed reason.
 func (t *Tokens) Verify(token string) (Caller, error) {
-	var c claims
-	if _, err := t.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return t.secret, nil }); err != nil {
+	c := claims{names: t.names}
+	if _, err := t.parser.ParseWithClaims(token, &c, t.key); err != nil {
 		return Caller{}, fmt.Errorf("%w: %s", ErrUnauthenticated, reason(err))
 	}
 	if until := c.ExpiresAt.ahead(time.Now()); until > t.maxTTL+leeway {
@@ -151,6 +181,25 @@ func (t *Tokens) Verify(token string) (Caller, error) {
 		return Caller{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
 	return caller, nil
+}
+
+// key picks the verification key for a token whose alg the parser has
+// already found in the allowed list. HS256 gets the shared secret and
+// nothing else; the others get a key-set key whose type fits the alg, so
+// a public key never becomes an HMAC secret.
+func (t *Tokens) key(tok *jwt.Token) (any, error) {
+	alg, _ := tok.Header["alg"].(string)
+	if alg == jwt.SigningMethodHS256.Alg() {
+		if t.secret == nil {
+			return nil, errors.New("HS256 is not configured")
+		}
+		return t.secret, nil
+	}
+	if t.jwks == nil {
+		return nil, errors.New("no key set is configured")
+	}
+	kid, _ := tok.Header["kid"].(string)
+	return t.jwks.key(kid, alg)
 }
 
 // reason names a parse failure in fixed words, not the library's, which
@@ -174,15 +223,16 @@ func reason(err error) string {
 // Sign issues a token for c that lives for ttl. It refuses a caller that
 // Verify would refuse, and a ttl over the maximum.
 func (t *Tokens) Sign(c Caller, ttl time.Duration) (string, error) {
+	if t.secret == nil {
+		return "", errors.New("sign token: no AUTH_JWT_SECRET: tokens for the identity provider's keys are signed by the provider")
+	}
 	if ttl > t.maxTTL {
 		return "", fmt.Errorf("sign token: ttl %v is over the maximum %v (AUTH_MAX_TOKEN_TTL)", ttl, t.maxTTL)
 	}
 	now := time.Now()
 	body := claims{
-		Subject: c.UserID, Company: c.Company, Role: c.Role, Name: c.Name,
-		Issuer:    t.issuer,
-		IssuedAt:  newDate(now),
-		ExpiresAt: newDate(now.Add(ttl)),
+		registered: registered{Subject: c.UserID, Issuer: t.issuer, IssuedAt: newDate(now), ExpiresAt: newDate(now.Add(ttl))},
+		Company:    c.Company, Role: c.Role, Name: c.Name, names: t.names,
 	}
 	if t.audience != "" {
 		body.Audience = jwt.ClaimStrings{t.audience}

@@ -3,12 +3,16 @@ package auth_test
 import (
 	"encoding/base64"
 	"errors"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/validation"
@@ -212,6 +216,16 @@ func signRaw(t testing.TB, payload string) string {
 	return unsigned + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
 
+// forgeRaw signs any payload bytes with s, under its kid.
+func forgeRaw(t testing.TB, s signer, payload string) string {
+	t.Helper()
+	b, err := jws.Sign([]byte(payload), jws.WithKey(s.alg, s.priv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // FuzzVerify feeds Verify arbitrary tokens, and arbitrary payloads signed
 // with the right key. It must never panic, and any caller it returns must
 // have claims that pass the rules for ids and names, a known role and an
@@ -236,9 +250,25 @@ func FuzzVerify(f *testing.F) {
 	} {
 		f.Add(seed[0], seed[1])
 	}
+	// The same with a key set too: arbitrary tokens, and payloads signed
+	// with its Ed25519 key.
+	ed := newSigner(f, jwa.EdDSA(), "k1")
+	path := filepath.Join(f.TempDir(), "jwks.json")
+	if err := os.WriteFile(path, jwksJSON(f, ed), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	k, err := auth.NewJWKS(auth.JWKSOptions{File: path})
+	if err != nil {
+		f.Fatal(err)
+	}
+	withJWKS := newTokens(f, auth.WithMaxTTL(2*time.Hour), auth.WithJWKS(k))
 	f.Fuzz(func(t *testing.T, token, payload string) {
-		for _, tok := range []string{token, signRaw(t, payload)} {
-			c, err := tokens.Verify(tok)
+		edTok := forgeRaw(t, ed, payload)
+		for _, tc := range []struct {
+			v   *auth.Tokens
+			tok string
+		}{{tokens, token}, {tokens, signRaw(t, payload)}, {withJWKS, token}, {withJWKS, edTok}} {
+			c, err := tc.v.Verify(tc.tok)
 			if err != nil {
 				if !errors.Is(err, auth.ErrUnauthenticated) {
 					t.Fatalf("Verify error %v is not ErrUnauthenticated", err)

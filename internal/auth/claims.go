@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -12,18 +14,45 @@ import (
 	"github.com/twofactor/service/internal/validation"
 )
 
-// claims is the token body. It spells out the registered claims instead of
-// embedding jwt.RegisteredClaims so that the dates are strict (see date).
-type claims struct {
+// ClaimNames name the claims that hold the company, the role and the
+// display name; identity providers differ. The user id is always sub.
+type ClaimNames struct{ Company, Role, Name string }
+
+// DefaultClaimNames are this service's own claim names.
+var DefaultClaimNames = ClaimNames{Company: "company", Role: "role", Name: "name"}
+
+// validate refuses a name that would shadow a registered claim or another
+// configured one: "role" read from "sub" would be a silent mix-up.
+func (n ClaimNames) validate() error {
+	seen := map[string]bool{"sub": true, "iss": true, "aud": true, "exp": true, "iat": true, "nbf": true, "jti": true}
+	for _, v := range []string{n.Company, n.Role, n.Name} {
+		if v == "" || seen[v] {
+			return fmt.Errorf("claim name %q is empty, a registered claim or used twice", v)
+		}
+		seen[v] = true
+	}
+	return nil
+}
+
+// registered are the registered claims. The dates are strict (see date),
+// which is why jwt.RegisteredClaims is not used.
+type registered struct {
 	Subject   string           `json:"sub"`
-	Company   string           `json:"company"`
-	Role      Role             `json:"role"`
-	Name      string           `json:"name,omitempty"`
 	Issuer    string           `json:"iss,omitempty"`
 	Audience  jwt.ClaimStrings `json:"aud,omitempty"`
 	ExpiresAt *date            `json:"exp,omitempty"`
 	IssuedAt  *date            `json:"iat,omitempty"`
 	NotBefore *date            `json:"nbf,omitempty"`
+}
+
+// claims is the token body: the registered claims and the three whose
+// names are configured (names; the zero value means DefaultClaimNames).
+type claims struct {
+	registered
+	Company string
+	Role    Role
+	Name    string
+	names   ClaimNames
 }
 
 var _ jwt.Claims = claims{}
@@ -34,6 +63,93 @@ func (c claims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefo
 func (c claims) GetIssuer() (string, error)                   { return c.Issuer, nil }
 func (c claims) GetSubject() (string, error)                  { return c.Subject, nil }
 func (c claims) GetAudience() (jwt.ClaimStrings, error)       { return c.Audience, nil }
+
+func (c claims) claimNames() ClaimNames {
+	if c.names == (ClaimNames{}) {
+		return DefaultClaimNames
+	}
+	return c.names
+}
+
+// UnmarshalJSON reads the registered claims and the configured ones. The
+// company and name must be JSON strings; the role a string or an array
+// of strings, of which the highest known role counts.
+func (c *claims) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &c.registered); err != nil {
+		return err
+	}
+	n := c.claimNames()
+	if err := stringClaim(m[n.Company], &c.Company); err != nil {
+		return fmt.Errorf("%w: company", errClaims)
+	}
+	if err := stringClaim(m[n.Name], &c.Name); err != nil {
+		return fmt.Errorf("%w: name", errClaims)
+	}
+	role, err := roleClaim(m[n.Role])
+	if err != nil {
+		return fmt.Errorf("%w: role", errClaims)
+	}
+	c.Role = role
+	return nil
+}
+
+func stringClaim(raw json.RawMessage, dst *string) error {
+	if raw == nil {
+		return nil
+	}
+	return json.Unmarshal(raw, dst)
+}
+
+// roleRank orders the roles for a role array: the highest known counts.
+var roleRank = map[Role]int{RoleUser: 1, RoleService: 2, RoleAdmin: 3}
+
+// roleClaim reads a role string, or the highest known role of an array
+// (unknown strings are ignored; none known leaves the role empty).
+func roleClaim(raw json.RawMessage) (Role, error) {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '[' {
+		var r Role
+		return r, stringClaim(raw, (*string)(&r))
+	}
+	var roles []string
+	if err := json.Unmarshal(trimmed, &roles); err != nil {
+		return "", err
+	}
+	var best Role
+	for _, r := range roles {
+		if roleRank[Role(r)] > roleRank[best] {
+			best = Role(r)
+		}
+	}
+	return best, nil
+}
+
+// MarshalJSON writes the claims under the configured names, so that a
+// token Sign makes is one Verify with the same names takes.
+func (c claims) MarshalJSON() ([]byte, error) {
+	m := map[string]any{"sub": c.Subject}
+	n := c.claimNames()
+	m[n.Company], m[n.Role] = c.Company, c.Role
+	if c.Name != "" {
+		m[n.Name] = c.Name
+	}
+	reg, err := json.Marshal(c.registered)
+	if err != nil {
+		return nil, err
+	}
+	var rm map[string]json.RawMessage
+	if err := json.Unmarshal(reg, &rm); err != nil {
+		return nil, err
+	}
+	for k, v := range rm {
+		m[k] = v
+	}
+	return json.Marshal(m)
+}
 
 // errClaims says which claim is wrong, never what it holds: the value is
 // the attacker's, and would end up in a response or a log.
