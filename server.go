@@ -76,22 +76,43 @@ func (c config) embedded() bool { return c.DatabaseURL == "" }
 
 func loadConfig() (config, error) {
 	c := config{
-		ListenAddr:  os.Getenv("LISTEN_ADDR"),
-		DatabaseURL: os.Getenv("DATABASE_URL"),
-		RedisURL:    os.Getenv("REDIS_URL"),
-		DataDir:     envOr("DATA_DIR", "./data"),
-		JWTSecret:   os.Getenv("AUTH_JWT_SECRET"),
+		ListenAddr:     os.Getenv("LISTEN_ADDR"),
+		DatabaseURL:    os.Getenv("DATABASE_URL"),
+		RedisURL:       os.Getenv("REDIS_URL"),
+		DataDir:        envOr("DATA_DIR", "./data"),
+		JWTSecret:      os.Getenv("AUTH_JWT_SECRET"),
+		AllowedOrigins: envList("ALLOWED_ORIGINS"),
+		AllowedHeaders: envList("ALLOWED_HEADERS"),
 	}
-	for _, o := range strings.Split(os.Getenv("ALLOWED_ORIGINS"), ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			c.AllowedOrigins = append(c.AllowedOrigins, o)
+	c.readListeners()
+	if err := c.LogLevel.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
+		return c, fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	p := envParser{}
+	c.readAuth(&p)
+	c.readChallenge(&p)
+	c.DemoPages = p.bool("DEMO_PAGES")
+	if err := errors.Join(p.errs...); err != nil {
+		return c, err
+	}
+	if err := c.Challenge.Validate(); err != nil {
+		return c, err
+	}
+	return c, c.check()
+}
+
+// envList reads a comma-separated variable.
+func envList(key string) []string {
+	var out []string
+	for _, v := range strings.Split(os.Getenv(key), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
 		}
 	}
-	for _, h := range strings.Split(os.Getenv("ALLOWED_HEADERS"), ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			c.AllowedHeaders = append(c.AllowedHeaders, h)
-		}
-	}
+	return out
+}
+
+func (c *config) readListeners() {
 	switch {
 	case c.ListenAddr != "":
 	case c.embedded():
@@ -107,26 +128,28 @@ func loadConfig() (config, error) {
 	if v, ok := os.LookupEnv("METRICS_ADDR"); ok {
 		c.MetricsAddr = v
 	}
-	if err := c.LogLevel.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
-		return c, fmt.Errorf("LOG_LEVEL: %w", err)
-	}
-	c.CodeHMACKey = os.Getenv("CODE_HMAC_KEY")
+}
+
+func (c *config) readAuth(p *envParser) {
 	c.CursorKey = os.Getenv("CURSOR_KEY")
+	c.AuthIssuer, c.AuthAudience = os.Getenv("AUTH_ISSUER"), os.Getenv("AUTH_AUDIENCE")
+	c.AuthMaxTTL = p.duration("AUTH_MAX_TOKEN_TTL", auth.DefaultMaxTTL)
+	c.JWKSURL, c.JWKSFile = os.Getenv("AUTH_JWKS_URL"), os.Getenv("AUTH_JWKS_FILE")
+	c.ClaimNames = auth.ClaimNames{Company: os.Getenv("AUTH_CLAIM_COMPANY"), Role: os.Getenv("AUTH_CLAIM_ROLE"), Name: os.Getenv("AUTH_CLAIM_NAME")}
+}
+
+// readChallenge reads the code, delivery and limit settings.
+func (c *config) readChallenge(p *envParser) {
+	c.CodeHMACKey = os.Getenv("CODE_HMAC_KEY")
 	c.AssertionKeyFile = os.Getenv("ASSERTION_PRIVATE_KEY_FILE")
 	c.AssertionIssuer = envOr("ASSERTION_ISSUER", app.DefaultIssuer)
 	c.TwilioAccountSID, c.TwilioAuthToken = os.Getenv("TWILIO_ACCOUNT_SID"), os.Getenv("TWILIO_AUTH_TOKEN")
 	c.TwilioFrom, c.TwilioBaseURL = os.Getenv("TWILIO_FROM"), os.Getenv("TWILIO_BASE_URL")
 	c.SMSWebhookURL, c.SMSWebhookSecret = os.Getenv("SMS_WEBHOOK_URL"), os.Getenv("SMS_WEBHOOK_SECRET")
 	c.SMTPURL, c.EmailFrom = os.Getenv("SMTP_URL"), os.Getenv("EMAIL_FROM")
-	d := challenge.DefaultConfig
-	p := envParser{}
 	c.CodeLength = p.int("CODE_LENGTH", 6)
 	c.DevLogDelivery = p.bool("DEV_LOG_DELIVERY")
-	c.DemoPages = p.bool("DEMO_PAGES")
-	c.AuthIssuer, c.AuthAudience = os.Getenv("AUTH_ISSUER"), os.Getenv("AUTH_AUDIENCE")
-	c.AuthMaxTTL = p.duration("AUTH_MAX_TOKEN_TTL", auth.DefaultMaxTTL)
-	c.JWKSURL, c.JWKSFile = os.Getenv("AUTH_JWKS_URL"), os.Getenv("AUTH_JWKS_FILE")
-	c.ClaimNames = auth.ClaimNames{Company: os.Getenv("AUTH_CLAIM_COMPANY"), Role: os.Getenv("AUTH_CLAIM_ROLE"), Name: os.Getenv("AUTH_CLAIM_NAME")}
+	d := challenge.DefaultConfig
 	c.Challenge = challenge.Config{
 		CodeTTL:              p.duration("CODE_TTL", d.CodeTTL),
 		ResendCooldown:       p.duration("RESEND_COOLDOWN", d.ResendCooldown),
@@ -137,26 +160,24 @@ func loadConfig() (config, error) {
 		SMSPerCompanyPerHour: p.int("SMS_PER_COMPANY_PER_HOUR", d.SMSPerCompanyPerHour),
 		SendTimeout:          p.duration("DELIVERY_TIMEOUT", d.SendTimeout),
 	}
-	if err := errors.Join(p.errs...); err != nil {
-		return c, err
-	}
-	if err := c.Challenge.Validate(); err != nil {
-		return c, err
-	}
-	if c.JWKSURL != "" && c.JWKSFile != "" {
-		return c, errors.New("set one of AUTH_JWKS_URL and AUTH_JWKS_FILE, not both")
-	}
-	if !c.embedded() {
-		// Production: nothing may silently fall back to a local default.
-		if c.JWTSecret == "" && c.JWKSURL == "" && c.JWKSFile == "" {
-			return c, errors.New("AUTH_JWT_SECRET (at least 32 random bytes) or AUTH_JWKS_URL/AUTH_JWKS_FILE is required when DATABASE_URL is set")
-		}
-		if c.RedisURL == "" {
-			return c, errors.New("REDIS_URL is required when DATABASE_URL is set: instances must share one Redis")
-		}
+}
 
+// check refuses combinations that cannot work. In production nothing may
+// silently fall back to a local default.
+func (c config) check() error {
+	if c.JWKSURL != "" && c.JWKSFile != "" {
+		return errors.New("set one of AUTH_JWKS_URL and AUTH_JWKS_FILE, not both")
 	}
-	return c, nil
+	if c.embedded() {
+		return nil
+	}
+	if c.JWTSecret == "" && c.JWKSURL == "" && c.JWKSFile == "" {
+		return errors.New("AUTH_JWT_SECRET (at least 32 random bytes) or AUTH_JWKS_URL/AUTH_JWKS_FILE is required when DATABASE_URL is set")
+	}
+	if c.RedisURL == "" {
+		return errors.New("REDIS_URL is required when DATABASE_URL is set: instances must share one Redis")
+	}
+	return nil
 }
 
 // envParser reads typed variables and collects every mistake.
