@@ -124,6 +124,12 @@ func New(o Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.Handler = handler(o, a)
+	return a, nil
+}
+
+// handler builds the HTTP surface around the domain services.
+func handler(o Options, a *App) http.Handler {
 	ids := demo.Identities{Tokens: o.Tokens, Users: a.Users, Company: o.DemoCompany}
 	gql := graph.NewHandler(&graph.Resolver{
 		SettingsService:  a.Settings,
@@ -133,7 +139,7 @@ func New(o Options) (*App, error) {
 		Feed:             a.Feed,
 		Logger:           o.Logger,
 	}, o.Limits, a.Metrics, websocketOptions(o))
-	a.Handler = httpapi.New(httpapi.Config{
+	return httpapi.New(httpapi.Config{
 		GraphQL:        gql,
 		Tokens:         o.Tokens,
 		Metrics:        a.Metrics,
@@ -147,21 +153,25 @@ func New(o Options) (*App, error) {
 		Embedded:       o.Embedded,
 		// Refuses other Host names (DNS rebinding): see Options.
 		LoopbackHostsOnly: o.LoopbackHostsOnly,
-		Ready: func(ctx context.Context) error {
-			sqlDB, err := o.DB.DB()
-			if err == nil {
-				err = sqlDB.PingContext(ctx)
-			}
-			if err != nil {
-				return fmt.Errorf("database: %w", err)
-			}
-			if err := o.Redis.Ping(ctx).Err(); err != nil {
-				return fmt.Errorf("redis: %w", err)
-			}
-			return nil
-		},
+		Ready:             ready(o),
 	})
-	return a, nil
+}
+
+// ready reports whether the database and Redis answer.
+func ready(o Options) func(context.Context) error {
+	return func(ctx context.Context) error {
+		sqlDB, err := o.DB.DB()
+		if err == nil {
+			err = sqlDB.PingContext(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("database: %w", err)
+		}
+		if err := o.Redis.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		return nil
+	}
 }
 
 func pages(o Options, ids demo.Identities) web.Config {
