@@ -34,7 +34,7 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 	cfg.Complexity.Query.AuditLog = func(child int, first *int, _ *string, last *int, _ *string, _ *model.AuditLogFilter) int {
 		return pageCost(child, first, last)
 	}
-	cfg.Complexity.Query.Users = func(child int, first *int, _ *string, _ *string) int {
+	cfg.Complexity.Query.Users = func(child int, first *int, _ *string, _ *string, _ *model.UsersFilter) int {
 		return pageCost(child, first, nil)
 	}
 
@@ -62,6 +62,7 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 	srv.Use(depthLimit{max: limits.MaxDepth, introspectionMax: MaxIntrospectionDepth})
 	srv.Use(oneChallengePerOperation{})
 	srv.AroundOperations(expiredOnWebsocket)
+	srv.AroundOperations(subscriptionsPerSocket)
 	srv.AroundOperations(streamEnds)
 	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
 		r.Logger.ErrorContext(ctx, "resolver panicked", "panic", fmt.Sprint(p))

@@ -3,9 +3,11 @@ package graph
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -68,7 +70,7 @@ func (o WebsocketOptions) transport() transport.Websocket {
 				ctx = transport.WithWebsocketCloseCode(ctx, closeForbidden)
 				return transport.AppendCloseReason(ctx, "Forbidden"), nil, err
 			}
-			return context.WithValue(auth.WithCaller(ctx, c), onWebsocket{}, true), nil, nil
+			return context.WithValue(auth.WithCaller(ctx, c), onWebsocket{}, &socket{}), nil, nil
 		},
 	}
 }
@@ -201,6 +203,41 @@ func streamEnds(ctx context.Context, next graphql.OperationHandler) graphql.Resp
 		default:
 			return &graphql.Response{Errors: gqlerror.List{err}}
 		}
+	}
+}
+
+// MaxSubscriptionsPerSocket bounds the streams one websocket may hold at
+// once: each costs goroutines and a feed subscriber, and one socket has
+// no need for more.
+const MaxSubscriptionsPerSocket = 10
+
+// socket is one websocket connection's state.
+type socket struct{ streams atomic.Int32 }
+
+// subscriptionsPerSocket refuses a subscription past
+// MaxSubscriptionsPerSocket on its websocket, and counts one down when
+// its stream ends.
+func subscriptionsPerSocket(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	conn, ok := ctx.Value(onWebsocket{}).(*socket)
+	oc := graphql.GetOperationContext(ctx)
+	if !ok || oc.Operation == nil || oc.Operation.Operation != ast.Subscription {
+		return next(ctx)
+	}
+	if conn.streams.Add(1) > MaxSubscriptionsPerSocket {
+		conn.streams.Add(-1)
+		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{
+			Message:    fmt.Sprintf("a websocket may hold at most %d subscriptions at once", MaxSubscriptionsPerSocket),
+			Extensions: map[string]any{"code": "TOO_MANY_SUBSCRIPTIONS"},
+		}}})
+	}
+	var once sync.Once
+	responses := next(ctx)
+	return func(ctx context.Context) *graphql.Response {
+		resp := responses(ctx)
+		if resp == nil {
+			once.Do(func() { conn.streams.Add(-1) })
+		}
+		return resp
 	}
 }
 

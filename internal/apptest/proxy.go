@@ -1,6 +1,7 @@
 package apptest
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -19,7 +20,7 @@ import (
 type Proxy struct {
 	t       testing.TB
 	Addr    string
-	backend string
+	backend func() (net.Conn, error)
 
 	mu    sync.Mutex
 	l     net.Listener
@@ -29,7 +30,14 @@ type Proxy struct {
 // NewProxy listens on a free loopback port and forwards to backend.
 func NewProxy(t testing.TB, backend string) *Proxy {
 	t.Helper()
-	p := &Proxy{t: t, backend: backend, conns: map[net.Conn]bool{}}
+	return NewDialProxy(t, func() (net.Conn, error) { return net.DialTimeout("tcp", backend, 5*time.Second) })
+}
+
+// NewDialProxy is NewProxy for a backend reached by dial, such as the
+// in-process Redis, which has no TCP port.
+func NewDialProxy(t testing.TB, dial func() (net.Conn, error)) *Proxy {
+	t.Helper()
+	p := &Proxy{t: t, backend: dial, conns: map[net.Conn]bool{}}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +54,14 @@ func RedisThroughProxy(t testing.TB, p **Proxy) func(*app.Options) {
 	return func(o *app.Options) {
 		t.Helper()
 		orig := o.Redis.Options()
-		*p = NewProxy(t, orig.Addr)
+		*p = NewDialProxy(t, func() (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if orig.Dialer != nil {
+				return orig.Dialer(ctx, orig.Network, orig.Addr)
+			}
+			return (&net.Dialer{}).DialContext(ctx, "tcp", orig.Addr)
+		})
 		client := redis.NewClient(&redis.Options{
 			Addr: (*p).Addr, DB: orig.DB, Username: orig.Username, Password: orig.Password, Protocol: orig.Protocol,
 			// One dial per attempt keeps the outage short; what fails
@@ -84,7 +99,7 @@ func (p *Proxy) track(c net.Conn) bool {
 }
 
 func (p *Proxy) pipe(c net.Conn) {
-	b, err := net.DialTimeout("tcp", p.backend, 5*time.Second)
+	b, err := p.backend()
 	if err != nil {
 		_ = c.Close()
 		return

@@ -94,7 +94,7 @@ func liftDeadline(w http.ResponseWriter) {
 // body that may never come (it would read up to 256 KiB to reuse the
 // connection).
 func abandonBody(w http.ResponseWriter, r *http.Request) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+	if r.Body == nil || r.Body == http.NoBody || (r.ContentLength == 0 && len(r.TransferEncoding) == 0) {
 		return
 	}
 	w.Header().Set("Connection", "close")

@@ -191,6 +191,14 @@ func TestNoBodyDeadline(t *testing.T) {
 		{"bad token, part of the body", post("Authorization: Bearer bad\r\n", `{"query":`), http.StatusUnauthorized},
 		{"authenticated, body never finished", post("Authorization: Bearer good\r\n", `{"query":`), http.StatusBadRequest},
 		{"not found, body never sent", "POST /nope HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n", http.StatusNotFound},
+		// A stray Upgrade header must not lift the body deadline (found
+		// by a red-team pass: such requests were held without limit).
+		{"websocket upgrade by POST, body never sent", post("Upgrade: websocket\r\nConnection: upgrade\r\n", ""), http.StatusBadRequest},
+		{"websocket upgrade by GET with a body never sent", "GET /query HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n" +
+			"Connection: upgrade\r\nContent-Length: 60000\r\n\r\n", http.StatusBadRequest},
+		{"websocket upgrade with a chunked body never finished", "GET /query HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n" +
+			"Transfer-Encoding: chunked\r\n\r\n10\r\n", http.StatusBadRequest},
+		{"OPTIONS, body never sent", "OPTIONS /query HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n", http.StatusOK},
 		{"headers over MaxHeaderBytes", "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " +
 			strings.Repeat("a", httpapi.MaxHeaderBytes+8<<10) + "\r\n\r\n", http.StatusRequestHeaderFieldsTooLarge},
 	}

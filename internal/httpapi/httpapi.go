@@ -146,6 +146,10 @@ func (cfg Config) schema(w http.ResponseWriter, r *http.Request) {
 func (cfg Config) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodOptions {
+			// CORS preflights are answered before this; an OPTIONS that
+			// gets here is answered without its body, and without a token.
+			abandonBody(w, r)
+			r.Body = http.NoBody
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -171,6 +175,13 @@ func (cfg Config) authenticate(next http.Handler) http.Handler {
 // cannot set headers on websockets, so the token may come later in
 // connection_init; a token in the header is checked now.
 func (cfg Config) upgrade(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet || r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		// Checked before the deadline is lifted below: a "handshake" with
+		// a body that never comes would otherwise hold the connection.
+		abandonBody(w, r)
+		writeGraphQLError(w, http.StatusBadRequest, "BAD_REQUEST", "a websocket handshake is a GET request without a body")
+		return
+	}
 	if !cfg.originAllowed(r) {
 		abandonBody(w, r)
 		writeGraphQLError(w, http.StatusForbidden, "FORBIDDEN_ORIGIN", "this origin is not in ALLOWED_ORIGINS")
@@ -291,7 +302,7 @@ func (cfg Config) limitBody(next http.Handler) http.Handler {
 // oversized one with a clear error instead of a JSON decoding failure.
 func (cfg Config) readBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && !isUpgrade(r) {
+		if r.Body != nil && r.Body != http.NoBody && !isUpgrade(r) {
 			buf, err := readAll(r.Body)
 			var over *http.MaxBytesError
 			if errors.As(err, &over) {

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,9 +145,12 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	return &Redis{Client: c}, nil
 }
 
-// startEmbedded runs miniredis on a loopback port. go-redis can only reach
-// it over TCP, where any local process could read and delete locks, so it
-// takes a random password that lives only in this process.
+// startEmbedded runs miniredis inside this process, reached through
+// in-memory pipes: it listens on no port, so no other process can reach
+// it at all (over TCP, miniredis sizes a buffer from a client's declared
+// length before it checks the password, so one local process could make
+// the service run out of memory). The random password stays as a second
+// lock.
 func startEmbedded() (*Redis, error) {
 	pw := make([]byte, 32)
 	if _, err := rand.Read(pw); err != nil {
@@ -155,9 +159,10 @@ func startEmbedded() (*Redis, error) {
 	password := hex.EncodeToString(pw)
 	mr := miniredis.NewMiniRedis()
 	mr.RequireAuth(password)
-	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
-		return nil, fmt.Errorf("start in-process redis: %w", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), Password: password})
+	c := redis.NewClient(&redis.Options{
+		Addr:     "in-process", // a name for logs: Dialer never dials it
+		Password: password,
+		Dialer:   func(context.Context, string, string) (net.Conn, error) { return mr.Dial() },
+	})
 	return &Redis{Client: c, embedded: mr}, nil
 }

@@ -74,7 +74,9 @@ func (e *Errors) Phone(v string, field ...string) {
 }
 
 // Email checks a bare address such as jane@example.com, with no display
-// name and a dotted domain.
+// name and a dotted domain. Only printable ASCII: the senders do not speak
+// SMTPUTF8, and an invisible or bidi character would let an address shown
+// to a locked-out user read as another one.
 func (e *Errors) Email(v string, field ...string) {
 	if len(v) > MaxEmailLen {
 		e.Add(CodeTooLong, fmt.Sprintf("must be at most %d characters", MaxEmailLen), field...)
@@ -83,10 +85,12 @@ func (e *Errors) Email(v string, field ...string) {
 	a, err := mail.ParseAddress(v)
 	at := strings.LastIndexByte(v, '@')
 	if err != nil || a.Address != v || at < 1 || !strings.Contains(v[at+1:], ".") ||
-		strings.HasSuffix(v, ".") {
+		strings.HasSuffix(v, ".") || strings.ContainsFunc(v, notPrintableASCII) {
 		e.Add(CodeInvalidEmail, "must be an email address such as jane@example.com", field...)
 	}
 }
+
+func notPrintableASCII(r rune) bool { return r <= ' ' || r > '~' }
 
 // Text checks a required or optional free-text value (a display name):
 // valid UTF-8, no invisible or control characters (see Printable), at most

@@ -108,3 +108,28 @@ func TestTextNormalisesToNFC(t *testing.T) {
 		}
 	}
 }
+
+// TestLookAlikeEmail: an address shown to a locked-out user could read as
+// another one with an invisible or bidi character in it (found by a
+// red-team pass: "it\u202egro.live@a.example"). Every look-alike class,
+// and any non-ASCII letter, is INVALID_EMAIL; plain addresses pass.
+func TestLookAlikeEmail(t *testing.T) {
+	bad := []string{"jane\u00e9@example.com", "jane@exämple.com", "jane @example.com"}
+	for _, la := range lookAlikes {
+		bad = append(bad, "ja"+la.char+"ne@example.com", "jane@exa"+la.char+"mple.com")
+	}
+	for _, v := range bad {
+		var e validation.Errors
+		e.Email(v, "email")
+		if err := e.Err(); err == nil || len(e) != 1 || e[0].Code != validation.CodeInvalidEmail {
+			t.Errorf("Email(%q) = %v, want INVALID_EMAIL", v, e)
+		}
+	}
+	for _, v := range []string{"jane@example.com", "it.desk+2fa@mail.example.co", "o'brien@example.org"} {
+		var e validation.Errors
+		e.Email(v, "email")
+		if err := e.Err(); err != nil {
+			t.Errorf("Email(%q) = %v, want no error", v, err)
+		}
+	}
+}
