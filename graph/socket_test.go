@@ -39,12 +39,21 @@ func TestSubscriptionsPerSocket(t *testing.T) {
 		live = "s1"
 	}
 	ws.send(t, map[string]any{"type": "complete", "id": live})
+	createUser(t, admin, map[string]any{"id": "seed"})
+	const resume = `subscription($after: String) { auditEventAdded(after: $after) { node { action } } }`
 	for try := 0; ; try++ {
 		if try == 50 {
 			t.Fatal("no room for a subscription after one ended")
 		}
+		// From the newest cursor: the event made next reaches it even if
+		// it joins the feed after the event is written.
+		var log struct {
+			AuditLog struct{ Edges []struct{ Cursor string } }
+		}
+		admin.Must(t, `{ auditLog(first: 1) { edges { cursor } } }`, nil, &log)
 		id := fmt.Sprint("again", try)
-		ws.send(t, map[string]any{"type": "subscribe", "id": id, "payload": map[string]any{"query": sub}})
+		ws.send(t, map[string]any{"type": "subscribe", "id": id, "payload": map[string]any{
+			"query": resume, "variables": map[string]any{"after": log.AuditLog.Edges[0].Cursor}}})
 		createUser(t, admin, map[string]any{"id": fmt.Sprint("u", try)})
 		if accepted(t, ws, id) {
 			break
