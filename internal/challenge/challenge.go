@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/assertion"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
@@ -82,7 +83,7 @@ func (r *Refusal) Error() string { return r.Code + ": " + r.Message }
 // Challenge is one issued code, without the code.
 type Challenge struct {
 	ID                string
-	App               users.App
+	App               apps.App
 	Channel           Channel
 	Destination       string // masked
 	ExpiresAt         time.Time
@@ -198,7 +199,7 @@ func NewService(d Deps, cfg Config) (*Service, error) {
 // caller, meaning themself; Channel may be empty for the default.
 type IssueRequest struct {
 	UserID  string
-	App     users.App
+	App     apps.App
 	Channel Channel
 }
 
@@ -242,7 +243,7 @@ func (s *Service) Issue(ctx context.Context, c auth.Caller, r IssueRequest) (Cha
 	if _, err := rand.Read(random); err != nil {
 		return Challenge{}, fmt.Errorf("issue challenge: %w", err)
 	}
-	id := makeID(base64.RawURLEncoding.EncodeToString(random), string(r.App), userID)
+	id := makeID(base64.RawURLEncoding.EncodeToString(random), r.App, userID)
 	k := keysFor(c.Company, userID)
 	now := s.Now()
 	res, err := issueScript.Run(ctx, s.Redis,
@@ -373,7 +374,7 @@ func (s *Service) Verify(ctx context.Context, c auth.Caller, id, code string) (V
 	}
 	k := keysFor(c.Company, userID)
 	res, err := verifyScript.Run(ctx, s.Redis,
-		[]string{k.challenge(id), k.login(app), k.lock(app)},
+		[]string{k.challenge(id), k.login(string(app)), k.lock(string(app))},
 		s.Now().UnixMilli(), id, s.Codes.Hash(id, code), s.cfg.MaxFailedAttempts,
 		s.cfg.LockDuration.Milliseconds(), s.cfg.LoginWindow.Milliseconds(),
 	).Slice()
@@ -389,7 +390,7 @@ func (s *Service) Verify(ctx context.Context, c auth.Caller, id, code string) (V
 		return VerifyResult{Status: Rejected}, &Refusal{Code: CodeAlreadyUsed, Message: "this code was already used"}
 	case Approved:
 		out.Assertion, err = s.Signer.Sign(assertion.Grant{
-			ChallengeID: id, Company: c.Company, UserID: userID, App: app, Channel: lower(rep.str(2)),
+			ChallengeID: id, Company: c.Company, UserID: userID, App: string(app), Channel: lower(rep.str(2)),
 		})
 		if err != nil {
 			return VerifyResult{}, fmt.Errorf("verify challenge: %w", err)
@@ -406,7 +407,7 @@ func (s *Service) Verify(ctx context.Context, c auth.Caller, id, code string) (V
 // locked returns the contact person, and records the lock the first time:
 // the caller whose verify locked (the user, or a service acting for them)
 // as the actor, the user as the target.
-func (s *Service) locked(ctx context.Context, c auth.Caller, userID, app string, first bool, until time.Time) (*settings.ContactPerson, error) {
+func (s *Service) locked(ctx context.Context, c auth.Caller, userID string, app apps.App, first bool, until time.Time) (*settings.ContactPerson, error) {
 	company := c.Company
 	if first {
 		u, err := s.Users.ByID(ctx, company, userID)
@@ -422,7 +423,7 @@ func (s *Service) locked(ctx context.Context, c auth.Caller, userID, app string,
 			Action:  audit.FailedAttemptsLimitReached,
 			Actor:   actor,
 			Target:  &audit.Party{ID: userID, Name: u.DisplayName},
-			App:     app,
+			App:     string(app),
 			Details: audit.Details(map[string]any{"failedAttempts": s.cfg.MaxFailedAttempts, "lockedUntil": until.Format(time.RFC3339)}),
 		}
 		if err := s.Audit.Record(ctx, e, nil); err != nil {
@@ -445,8 +446,8 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (Challenge,
 	k := keysFor(c.Company, userID)
 	pipe := s.Redis.Pipeline()
 	chCmd := pipe.HMGet(ctx, k.challenge(id), "st", "ch", "dest", "mode", "exp")
-	loginCmd := pipe.HMGet(ctx, k.login(app), "cur", "failures", "email", "last", "start", "curexp")
-	lockCmd := pipe.Get(ctx, k.lock(app))
+	loginCmd := pipe.HMGet(ctx, k.login(string(app)), "cur", "failures", "email", "last", "start", "curexp")
+	lockCmd := pipe.Get(ctx, k.lock(string(app)))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Challenge{}, fmt.Errorf("get challenge: %w: %v", ErrUnavailable, err)
 	}
@@ -459,7 +460,7 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (Challenge,
 	mode := str(f[3])
 	ch := Challenge{
 		ID:                id,
-		App:               users.App(app),
+		App:               app,
 		Status:            Status(str(f[0])),
 		Channel:           Channel(str(f[1])),
 		Destination:       str(f[2]),
@@ -490,7 +491,7 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (Challenge,
 
 // Unlock lifts a user's lock for app and starts a fresh login. Admin only.
 // Unlocking a user who is not locked changes nothing and records nothing.
-func (s *Service) Unlock(ctx context.Context, c auth.Caller, userID string, app users.App) (users.User, error) {
+func (s *Service) Unlock(ctx context.Context, c auth.Caller, userID string, app apps.App) (users.User, error) {
 	if err := c.Require(auth.RoleAdmin); err != nil {
 		return users.User{}, fmt.Errorf("unlock: %w", err)
 	}
@@ -532,18 +533,23 @@ func (s *Service) Unlock(ctx context.Context, c auth.Caller, userID string, app 
 	return u, nil
 }
 
-// Locks tells until when a user's 2FA is locked, per app; a zero time
-// means not locked. Both keys share the user's hash tag: one MGET.
-func (s *Service) Locks(ctx context.Context, company, userID string) (map[users.App]time.Time, error) {
+// Locks tells until when a user's 2FA is locked, per app; an app that is
+// not locked is absent. Every app's lock shares the user's hash tag: one
+// MGET.
+func (s *Service) Locks(ctx context.Context, company, userID string) (map[apps.App]time.Time, error) {
 	k := keysFor(company, userID)
-	apps := []users.App{users.Web, users.Manager}
-	vals, err := s.Redis.MGet(ctx, k.lock(string(apps[0])), k.lock(string(apps[1]))).Result()
+	all := apps.All()
+	lockKeys := make([]string, len(all))
+	for i, app := range all {
+		lockKeys[i] = k.lock(string(app))
+	}
+	vals, err := s.Redis.MGet(ctx, lockKeys...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("lock state: %w: %v", ErrUnavailable, err)
 	}
-	out := make(map[users.App]time.Time, len(apps))
+	out := make(map[apps.App]time.Time, len(all))
 	now := s.Now()
-	for i, app := range apps {
+	for i, app := range all {
 		if t := time.UnixMilli(num(vals[i])).UTC(); t.After(now) {
 			out[app] = t
 		}
@@ -572,7 +578,7 @@ func subject(c auth.Caller, userID string) (string, error) {
 }
 
 // ownChallenge parses id and checks the caller may act on it.
-func (s *Service) ownChallenge(c auth.Caller, id string) (app, userID string, err error) {
+func (s *Service) ownChallenge(c auth.Caller, id string) (app apps.App, userID string, err error) {
 	if err := c.Require(auth.RoleUser, auth.RoleService); err != nil {
 		return "", "", err
 	}

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/quick"
 	"time"
+
+	"github.com/twofactor/service/internal/apps"
 )
 
 func TestMask(t *testing.T) {
@@ -40,7 +42,7 @@ func TestMask(t *testing.T) {
 func TestIDRoundTrip(t *testing.T) {
 	random := strings.Repeat("A", 22)
 	for _, user := range []string{"u1", "jane.doe@example.com", "ünï", "a.b.c", "x/y+z=="} {
-		for _, app := range []string{"web", "manager"} {
+		for _, app := range apps.All() {
 			id := makeID(random, app, user)
 			gotApp, gotUser, ok := parseID(id)
 			if !ok || gotApp != app || gotUser != user {
@@ -91,11 +93,15 @@ func hashTag(key string) string {
 	return key[i+1 : i+1+j]
 }
 
-// tenantKeys is every key name a (company, user) pair can touch.
+// tenantKeys is every key name a (company, user) pair can touch, the
+// company's SMS key last (checkUnique relies on it).
 func tenantKeys(company, user string) []string {
 	k := keysFor(company, user)
-	return []string{k.login("web"), k.login("manager"), k.lock("web"), k.lock("manager"), k.issued(),
-		k.challenge("AAAAAAAAAAAAAAAAAAAAAA.w.eA"), smsKey(company, 1)}
+	var out []string
+	for _, app := range apps.All() {
+		out = append(out, k.login(string(app)), k.lock(string(app)))
+	}
+	return append(out, k.issued(), k.challenge("AAAAAAAAAAAAAAAAAAAAAA.w.eA"), smsKey(company, 1))
 }
 
 // TestRedisKeyCollisionsAcrossTenantsProperty is issue 8, finding 6: keys were

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/twofactor/service/internal/apps"
 )
 
 var (
@@ -40,8 +42,10 @@ func keysFor(company, user string) keys {
 
 func keyPart(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-func (k keys) login(app string) string    { return k.tag + ":" + app + ":login" }
-func (k keys) lock(app string) string     { return k.tag + ":" + app + ":lock" }
+// app is the app's name (string(apps.App)); the key carries its fixed
+// segment from the apps table (apps.App.Key), not the name.
+func (k keys) login(app string) string    { return k.tag + ":" + apps.App(app).Key() + ":login" }
+func (k keys) lock(app string) string     { return k.tag + ":" + apps.App(app).Key() + ":lock" }
 func (k keys) issued() string             { return k.tag + ":issued" }
 func (k keys) challenge(id string) string { return k.tag + ":ch:" + id }
 
@@ -51,13 +55,15 @@ func smsKey(company string, hour int64) string {
 }
 
 // A challenge id carries the app and the user it belongs to, so verify can
-// name the user's keys without a lookup: <random>.<w|m>.<base64url(user)>.
-// The company is never in it; it always comes from the caller's token.
-func makeID(random, app, user string) string {
-	return random + "." + app[:1] + "." + base64.RawURLEncoding.EncodeToString([]byte(user))
+// name the user's keys without a lookup: <random>.<code>.<base64url(user)>,
+// the code from the apps table (Web "w", Manager "m"), never the name's
+// first letter, which two apps may share. The company is never in it; it
+// always comes from the caller's token.
+func makeID(random string, app apps.App, user string) string {
+	return random + "." + app.Code() + "." + base64.RawURLEncoding.EncodeToString([]byte(user))
 }
 
-func parseID(id string) (app, user string, ok bool) {
+func parseID(id string) (app apps.App, user string, ok bool) {
 	parts := strings.Split(id, ".")
 	if len(id) > 400 || len(parts) != 3 || len(parts[0]) != 22 {
 		return "", "", false
@@ -66,12 +72,7 @@ func parseID(id string) (app, user string, ok bool) {
 	if _, err := base64.RawURLEncoding.DecodeString(parts[0]); err != nil {
 		return "", "", false
 	}
-	switch parts[1] {
-	case "w":
-		app = "web"
-	case "m":
-		app = "manager"
-	default:
+	if app, ok = apps.FromCode(parts[1]); !ok {
 		return "", "", false
 	}
 	b, err := base64.RawURLEncoding.DecodeString(parts[2])
