@@ -51,7 +51,7 @@ func schemaWithPageCost() graphql.ExecutableSchema {
 	cfg.Complexity.Query.AuditLog = func(child int, first *int, _ *string, last *int, _ *string, _ *model.AuditLogFilter) int {
 		return pageCost(child, first, last)
 	}
-	cfg.Complexity.Query.Users = func(child int, first *int, _ *string, _ *string) int {
+	cfg.Complexity.Query.Users = func(child int, first *int, _ *string, _ *string, _ *model.UsersFilter) int {
 		return pageCost(child, first, nil)
 	}
 	return NewExecutableSchema(cfg)

@@ -3,7 +3,10 @@ package graph
 import (
 	"strings"
 
+	"github.com/99designs/gqlgen/graphql"
+
 	"github.com/twofactor/service/graph/model"
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/users"
@@ -52,9 +55,38 @@ func toAuditEvent(e audit.Event, id string) *model.AuditEvent {
 	return out
 }
 
-func toApp(a users.App) model.App { return model.App(strings.ToUpper(string(a))) }
+// appEnums is the one mapping between internal/apps and the GraphQL App
+// enum; TestAppEnumMapping fails when an app or an enum value lacks a row.
+var appEnums = map[apps.App]model.App{
+	apps.Web:     model.AppWeb,
+	apps.Manager: model.AppManager,
+}
 
-func fromApp(a model.App) users.App { return users.App(strings.ToLower(string(a))) }
+var appsByEnum = func() map[model.App]apps.App {
+	out := make(map[model.App]apps.App, len(appEnums))
+	for a, e := range appEnums {
+		out[e] = a
+	}
+	return out
+}()
+
+// toApp maps an app to its enum value. An app no longer in the table
+// (an old audit row) keeps its name, upper-cased, as before the table.
+func toApp(a apps.App) model.App {
+	if e, ok := appEnums[a]; ok {
+		return e
+	}
+	return model.App(strings.ToUpper(string(a)))
+}
+
+// fromApp maps an enum value to its app. An unknown value (gqlgen refuses
+// them first) becomes an invalid app, never "", which would mean "any".
+func fromApp(e model.App) apps.App {
+	if a, ok := appsByEnum[e]; ok {
+		return a
+	}
+	return apps.App(strings.ToLower(string(e)))
+}
 
 func optional(s string) *string {
 	if s == "" {
@@ -96,4 +128,29 @@ func toAuditFilter(f *model.AuditLogFilter) audit.Filter {
 // auditLog and the live feed, so a client sees one id and cursor per event.
 func (r *Resolver) auditEdge(e audit.Event) *model.AuditEventEdge {
 	return &model.AuditEventEdge{Cursor: r.AuditService.Cursor(e), Node: toAuditEvent(e, r.AuditService.PublicID(e))}
+}
+
+// omitted is nil for a field left out, "" for null, else the value: the
+// users service's keep/clear/set.
+func omitted(o graphql.Omittable[*string]) *string {
+	v, set := o.ValueOK()
+	if !set {
+		return nil
+	}
+	if v == nil {
+		empty := ""
+		return &empty
+	}
+	return v
+}
+
+func fromUsersFilter(f *model.UsersFilter) *users.Filter {
+	if f == nil {
+		return nil
+	}
+	out := &users.Filter{Locked: f.Locked}
+	if tf := f.TwoFactor; tf != nil {
+		out.TwoFactor = &users.TwoFactorFilter{App: fromApp(tf.App), Enabled: tf.Enabled}
+	}
+	return out
 }

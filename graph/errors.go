@@ -44,7 +44,7 @@ func (r *Resolver) toGQL(ctx context.Context, err error) error {
 		e.Message, e.Extensions["code"] = "your role may not do this", CodeForbidden
 	case errors.Is(err, users.ErrNotFound), errors.Is(err, challenge.ErrNotFound):
 		e.Message, e.Extensions["code"] = "not found", CodeNotFound
-	case errors.Is(err, challenge.ErrUnavailable):
+	case errors.Is(err, challenge.ErrUnavailable), errors.Is(err, users.ErrStateUnavailable):
 		// Fail closed: no challenge state means no answer, never approval.
 		r.Logger.ErrorContext(ctx, "challenge store unavailable", "err", err)
 		e.Message, e.Extensions["code"] = "two-factor is temporarily unavailable; try again shortly", CodeUnavailable

@@ -89,6 +89,11 @@ type ComplexityRoot struct {
 		Web     func(childComplexity int) int
 	}
 
+	DeleteUserPayload struct {
+		DeletedUserID func(childComplexity int) int
+		UserErrors    func(childComplexity int) int
+	}
+
 	GeneralSettings struct {
 		ContactPerson  func(childComplexity int) int
 		DeliveryMethod func(childComplexity int) int
@@ -105,11 +110,15 @@ type ComplexityRoot struct {
 
 	Mutation struct {
 		CreateUser            func(childComplexity int, input model.CreateUserInput) int
+		DeleteUser            func(childComplexity int, input model.DeleteUserInput) int
 		IssueChallenge        func(childComplexity int, input model.IssueChallengeInput) int
+		SetTwoFactorForUsers  func(childComplexity int, input model.SetTwoFactorForUsersInput) int
 		SetUserTwoFactor      func(childComplexity int, input model.SetUserTwoFactorInput) int
 		UnlockUserTwoFactor   func(childComplexity int, input model.UnlockUserTwoFactorInput) int
 		UpdateDefaultSettings func(childComplexity int, input model.UpdateDefaultSettingsInput) int
 		UpdateGeneralSettings func(childComplexity int, input model.UpdateGeneralSettingsInput) int
+		UpdateUser            func(childComplexity int, input model.UpdateUserInput) int
+		UpsertUsers           func(childComplexity int, input model.UpsertUsersInput) int
 		VerifyChallenge       func(childComplexity int, input model.VerifyChallengeInput) int
 	}
 
@@ -126,7 +135,12 @@ type ComplexityRoot struct {
 		Me                func(childComplexity int) int
 		TwoFactorSettings func(childComplexity int) int
 		User              func(childComplexity int, id string) int
-		Users             func(childComplexity int, first *int, after *string, query *string) int
+		Users             func(childComplexity int, first *int, after *string, query *string, filter *model.UsersFilter) int
+	}
+
+	SetTwoFactorForUsersPayload struct {
+		ChangedCount func(childComplexity int) int
+		UserErrors   func(childComplexity int) int
 	}
 
 	Subscription struct {
@@ -141,6 +155,16 @@ type ComplexityRoot struct {
 
 	UpdateSettingsPayload struct {
 		Settings   func(childComplexity int) int
+		UserErrors func(childComplexity int) int
+	}
+
+	UpsertUserResult struct {
+		Status func(childComplexity int) int
+		User   func(childComplexity int) int
+	}
+
+	UpsertUsersPayload struct {
+		Results    func(childComplexity int) int
 		UserErrors func(childComplexity int) int
 	}
 
@@ -207,11 +231,15 @@ type MutationResolver interface {
 	IssueChallenge(ctx context.Context, input model.IssueChallengeInput) (*model.IssueChallengePayload, error)
 	VerifyChallenge(ctx context.Context, input model.VerifyChallengeInput) (*model.VerifyChallengePayload, error)
 	UnlockUserTwoFactor(ctx context.Context, input model.UnlockUserTwoFactorInput) (*model.UserPayload, error)
+	UpdateUser(ctx context.Context, input model.UpdateUserInput) (*model.UserPayload, error)
+	DeleteUser(ctx context.Context, input model.DeleteUserInput) (*model.DeleteUserPayload, error)
+	UpsertUsers(ctx context.Context, input model.UpsertUsersInput) (*model.UpsertUsersPayload, error)
+	SetTwoFactorForUsers(ctx context.Context, input model.SetTwoFactorForUsersInput) (*model.SetTwoFactorForUsersPayload, error)
 }
 type QueryResolver interface {
 	TwoFactorSettings(ctx context.Context) (*model.TwoFactorSettings, error)
 	User(ctx context.Context, id string) (*model.User, error)
-	Users(ctx context.Context, first *int, after *string, query *string) (*model.UserConnection, error)
+	Users(ctx context.Context, first *int, after *string, query *string, filter *model.UsersFilter) (*model.UserConnection, error)
 	Me(ctx context.Context) (*model.User, error)
 	AuditLog(ctx context.Context, first *int, after *string, last *int, before *string, filter *model.AuditLogFilter) (*model.AuditEventConnection, error)
 	Challenge(ctx context.Context, id string) (*model.Challenge, error)
@@ -416,6 +444,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.DefaultSettings.Web(childComplexity), true
 
+	case "DeleteUserPayload.deletedUserId":
+		if e.ComplexityRoot.DeleteUserPayload.DeletedUserID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeleteUserPayload.DeletedUserID(childComplexity), true
+	case "DeleteUserPayload.userErrors":
+		if e.ComplexityRoot.DeleteUserPayload.UserErrors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeleteUserPayload.UserErrors(childComplexity), true
+
 	case "GeneralSettings.contactPerson":
 		if e.ComplexityRoot.GeneralSettings.ContactPerson == nil {
 			break
@@ -477,6 +518,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateUser(childComplexity, args["input"].(model.CreateUserInput)), true
+	case "Mutation.deleteUser":
+		if e.ComplexityRoot.Mutation.DeleteUser == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteUser_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteUser(childComplexity, args["input"].(model.DeleteUserInput)), true
 	case "Mutation.issueChallenge":
 		if e.ComplexityRoot.Mutation.IssueChallenge == nil {
 			break
@@ -488,6 +540,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.IssueChallenge(childComplexity, args["input"].(model.IssueChallengeInput)), true
+	case "Mutation.setTwoFactorForUsers":
+		if e.ComplexityRoot.Mutation.SetTwoFactorForUsers == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setTwoFactorForUsers_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetTwoFactorForUsers(childComplexity, args["input"].(model.SetTwoFactorForUsersInput)), true
 	case "Mutation.setUserTwoFactor":
 		if e.ComplexityRoot.Mutation.SetUserTwoFactor == nil {
 			break
@@ -532,6 +595,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateGeneralSettings(childComplexity, args["input"].(model.UpdateGeneralSettingsInput)), true
+	case "Mutation.updateUser":
+		if e.ComplexityRoot.Mutation.UpdateUser == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateUser_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateUser(childComplexity, args["input"].(model.UpdateUserInput)), true
+	case "Mutation.upsertUsers":
+		if e.ComplexityRoot.Mutation.UpsertUsers == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_upsertUsers_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpsertUsers(childComplexity, args["input"].(model.UpsertUsersInput)), true
 	case "Mutation.verifyChallenge":
 		if e.ComplexityRoot.Mutation.VerifyChallenge == nil {
 			break
@@ -625,7 +710,20 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Query.Users(childComplexity, args["first"].(*int), args["after"].(*string), args["query"].(*string)), true
+		return e.ComplexityRoot.Query.Users(childComplexity, args["first"].(*int), args["after"].(*string), args["query"].(*string), args["filter"].(*model.UsersFilter)), true
+
+	case "SetTwoFactorForUsersPayload.changedCount":
+		if e.ComplexityRoot.SetTwoFactorForUsersPayload.ChangedCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SetTwoFactorForUsersPayload.ChangedCount(childComplexity), true
+	case "SetTwoFactorForUsersPayload.userErrors":
+		if e.ComplexityRoot.SetTwoFactorForUsersPayload.UserErrors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SetTwoFactorForUsersPayload.UserErrors(childComplexity), true
 
 	case "Subscription.auditEventAdded":
 		if e.ComplexityRoot.Subscription.AuditEventAdded == nil {
@@ -670,6 +768,32 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UpdateSettingsPayload.UserErrors(childComplexity), true
+
+	case "UpsertUserResult.status":
+		if e.ComplexityRoot.UpsertUserResult.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UpsertUserResult.Status(childComplexity), true
+	case "UpsertUserResult.user":
+		if e.ComplexityRoot.UpsertUserResult.User == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UpsertUserResult.User(childComplexity), true
+
+	case "UpsertUsersPayload.results":
+		if e.ComplexityRoot.UpsertUsersPayload.Results == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UpsertUsersPayload.Results(childComplexity), true
+	case "UpsertUsersPayload.userErrors":
+		if e.ComplexityRoot.UpsertUsersPayload.UserErrors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UpsertUsersPayload.UserErrors(childComplexity), true
 
 	case "User.createdAt":
 		if e.ComplexityRoot.User.CreatedAt == nil {
@@ -847,11 +971,17 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("AuditLogFilter", ec.unmarshalInputAuditLogFilter),
 			graphql.NewInputUnmarshaler("ContactPersonInput", ec.unmarshalInputContactPersonInput),
 			graphql.NewInputUnmarshaler("CreateUserInput", ec.unmarshalInputCreateUserInput),
+			graphql.NewInputUnmarshaler("DeleteUserInput", ec.unmarshalInputDeleteUserInput),
 			graphql.NewInputUnmarshaler("IssueChallengeInput", ec.unmarshalInputIssueChallengeInput),
+			graphql.NewInputUnmarshaler("SetTwoFactorForUsersInput", ec.unmarshalInputSetTwoFactorForUsersInput),
 			graphql.NewInputUnmarshaler("SetUserTwoFactorInput", ec.unmarshalInputSetUserTwoFactorInput),
+			graphql.NewInputUnmarshaler("TwoFactorFilter", ec.unmarshalInputTwoFactorFilter),
 			graphql.NewInputUnmarshaler("UnlockUserTwoFactorInput", ec.unmarshalInputUnlockUserTwoFactorInput),
 			graphql.NewInputUnmarshaler("UpdateDefaultSettingsInput", ec.unmarshalInputUpdateDefaultSettingsInput),
 			graphql.NewInputUnmarshaler("UpdateGeneralSettingsInput", ec.unmarshalInputUpdateGeneralSettingsInput),
+			graphql.NewInputUnmarshaler("UpdateUserInput", ec.unmarshalInputUpdateUserInput),
+			graphql.NewInputUnmarshaler("UpsertUsersInput", ec.unmarshalInputUpsertUsersInput),
+			graphql.NewInputUnmarshaler("UsersFilter", ec.unmarshalInputUsersFilter),
 			graphql.NewInputUnmarshaler("VerifyChallengeInput", ec.unmarshalInputVerifyChallengeInput),
 		)
 	}
@@ -982,6 +1112,8 @@ enum AuditAction {
   DEFAULT_SETTINGS_CHANGED
   FAILED_ATTEMPTS_LIMIT_REACHED
   USER_TWO_FACTOR_UNLOCKED
+  USER_UPDATED
+  USER_DELETED
 }
 
 enum Channel {
@@ -1013,8 +1145,13 @@ type Query {
   twoFactorSettings: TwoFactorSettings!
   "A user of the caller's company. Admins and services may read any; users only themselves."
   user(id: ID!): User
-  "Users of the caller's company, ordered by id. ` + "`" + `query` + "`" + ` matches id, email or display name."
-  users(first: Int, after: String, query: String): UserConnection!
+  """
+  Users of the caller's company, ordered by id. ` + "`" + `query` + "`" + ` matches id, email
+  or display name. With ` + "`" + `filter.locked` + "`" + `, one request reads at most 5,000
+  users' locks: a page cut short by that bound has hasNextPage and an
+  endCursor to go on from, and may hold fewer than ` + "`" + `first` + "`" + ` users.
+  """
+  users(first: Int, after: String, query: String, filter: UsersFilter): UserConnection!
   "The caller's own record, or null when the caller has none."
   me: User
   "The audit log, newest first. Admin only."
@@ -1041,6 +1178,18 @@ type Mutation {
   verifyChallenge(input: VerifyChallengeInput!): VerifyChallengePayload
   "Lift a lock after too many failed attempts. Admin only."
   unlockUserTwoFactor(input: UnlockUserTwoFactorInput!): UserPayload
+  "Change a user's addresses or name. Admins and services."
+  updateUser(input: UpdateUserInput!): UserPayload
+  "Delete a user with their codes, counters and locks. Admins and services."
+  deleteUser(input: DeleteUserInput!): DeleteUserPayload
+  """
+  Create or update up to 500 users in one transaction. Admins and services.
+  Each item is the user's whole record: a field left out or null is
+  cleared. Any invalid item means nothing is written.
+  """
+  upsertUsers(input: UpsertUsersInput!): UpsertUsersPayload
+  "Switch 2FA for many users at once, 500 per transaction. Admin only."
+  setTwoFactorForUsers(input: SetTwoFactorForUsersInput!): SetTwoFactorForUsersPayload
 }
 
 type Subscription {
@@ -1268,6 +1417,73 @@ input UnlockUserTwoFactorInput {
   userId: ID!
   app: App!
 }
+
+input UsersFilter {
+  twoFactor: TwoFactorFilter
+  "Locked now after failed attempts, in any app."
+  locked: Boolean
+}
+
+input TwoFactorFilter {
+  app: App!
+  enabled: Boolean!
+}
+
+input UpdateUserInput {
+  id: ID!
+  "Leave out to keep; null clears."
+  email: String
+  "Leave out to keep; null clears. A new phone or email voids pending codes."
+  phone: String
+  "Leave out to keep; null clears."
+  displayName: String
+}
+
+input DeleteUserInput {
+  id: ID!
+}
+
+type DeleteUserPayload {
+  "The id of the user deleted, or null with userErrors."
+  deletedUserId: ID
+  userErrors: [UserError!]!
+}
+
+input UpsertUsersInput {
+  users: [CreateUserInput!]!
+}
+
+enum UpsertStatus {
+  CREATED
+  UPDATED
+  UNCHANGED
+}
+
+type UpsertUserResult {
+  user: User!
+  status: UpsertStatus!
+}
+
+type UpsertUsersPayload {
+  "One per item, in input order; empty when userErrors is not."
+  results: [UpsertUserResult!]!
+  "A field such as [\"input\", \"users\", \"3\", \"email\"] names the item."
+  userErrors: [UserError!]!
+}
+
+input SetTwoFactorForUsersInput {
+  app: App!
+  enabled: Boolean!
+  filter: UsersFilter
+  "At most 500. With neither filter nor userIds, every user of the company."
+  userIds: [ID!]
+}
+
+type SetTwoFactorForUsersPayload {
+  "Users whose switch actually changed."
+  changedCount: Int!
+  userErrors: [UserError!]!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1374,6 +1590,16 @@ func (ec *executionContext) childFields_DefaultSettings(ctx context.Context, fie
 	return nil, fmt.Errorf("no field named %q was found under type DefaultSettings", field.Name)
 }
 
+func (ec *executionContext) childFields_DeleteUserPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "deletedUserId":
+		return ec.fieldContext_DeleteUserPayload_deletedUserId(ctx, field)
+	case "userErrors":
+		return ec.fieldContext_DeleteUserPayload_userErrors(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeleteUserPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_GeneralSettings(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "deliveryMethod":
@@ -1416,6 +1642,16 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
 }
 
+func (ec *executionContext) childFields_SetTwoFactorForUsersPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "changedCount":
+		return ec.fieldContext_SetTwoFactorForUsersPayload_changedCount(ctx, field)
+	case "userErrors":
+		return ec.fieldContext_SetTwoFactorForUsersPayload_userErrors(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SetTwoFactorForUsersPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_TwoFactorSettings(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "general":
@@ -1436,6 +1672,26 @@ func (ec *executionContext) childFields_UpdateSettingsPayload(ctx context.Contex
 		return ec.fieldContext_UpdateSettingsPayload_userErrors(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UpdateSettingsPayload", field.Name)
+}
+
+func (ec *executionContext) childFields_UpsertUserResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "user":
+		return ec.fieldContext_UpsertUserResult_user(ctx, field)
+	case "status":
+		return ec.fieldContext_UpsertUserResult_status(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UpsertUserResult", field.Name)
+}
+
+func (ec *executionContext) childFields_UpsertUsersPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "results":
+		return ec.fieldContext_UpsertUsersPayload_results(ctx, field)
+	case "userErrors":
+		return ec.fieldContext_UpsertUsersPayload_userErrors(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UpsertUsersPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_User(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1668,12 +1924,40 @@ func (ec *executionContext) field_Mutation_createUser_args(ctx context.Context, 
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_deleteUser_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.DeleteUserInput, error) {
+			return ec.unmarshalNDeleteUserInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐDeleteUserInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_issueChallenge_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.IssueChallengeInput, error) {
 			return ec.unmarshalNIssueChallengeInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐIssueChallengeInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setTwoFactorForUsers_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SetTwoFactorForUsersInput, error) {
+			return ec.unmarshalNSetTwoFactorForUsersInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐSetTwoFactorForUsersInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -1730,6 +2014,34 @@ func (ec *executionContext) field_Mutation_updateGeneralSettings_args(ctx contex
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.UpdateGeneralSettingsInput, error) {
 			return ec.unmarshalNUpdateGeneralSettingsInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateGeneralSettingsInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateUser_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateUserInput, error) {
+			return ec.unmarshalNUpdateUserInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateUserInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_upsertUsers_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpsertUsersInput, error) {
+			return ec.unmarshalNUpsertUsersInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertUsersInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -1867,6 +2179,14 @@ func (ec *executionContext) field_Query_users_args(ctx context.Context, rawArgs 
 		return nil, err
 	}
 	args["query"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "filter",
+		func(ctx context.Context, v any) (*model.UsersFilter, error) {
+			return ec.unmarshalOUsersFilter2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUsersFilter(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["filter"] = arg3
 	return args, nil
 }
 
@@ -2655,6 +2975,61 @@ func (ec *executionContext) fieldContext_DefaultSettings_manager(_ context.Conte
 	return graphql.NewScalarFieldContext("DefaultSettings", field, false, false, "Boolean")
 }
 
+func (ec *executionContext) _DeleteUserPayload_deletedUserId(ctx context.Context, field graphql.CollectedField, obj *model.DeleteUserPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeleteUserPayload_deletedUserId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DeletedUserID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_DeleteUserPayload_deletedUserId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DeleteUserPayload", field, false, false, "ID")
+}
+
+func (ec *executionContext) _DeleteUserPayload_userErrors(ctx context.Context, field graphql.CollectedField, obj *model.DeleteUserPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DeleteUserPayload_userErrors(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UserErrors, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.UserError) graphql.Marshaler {
+			return ec.marshalNUserError2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserErrorᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DeleteUserPayload_userErrors(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "DeleteUserPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserError(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _GeneralSettings_deliveryMethod(ctx context.Context, field graphql.CollectedField, obj *model.GeneralSettings) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3183,6 +3558,182 @@ func (ec *executionContext) fieldContext_Mutation_unlockUserTwoFactor(ctx contex
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_updateUser(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateUser(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateUser(ctx, fc.Args["input"].(model.UpdateUserInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.UserPayload) graphql.Marshaler {
+			return ec.marshalOUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserPayload(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateUser(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateUser_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteUser(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteUser(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteUser(ctx, fc.Args["input"].(model.DeleteUserInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.DeleteUserPayload) graphql.Marshaler {
+			return ec.marshalODeleteUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐDeleteUserPayload(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteUser(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DeleteUserPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteUser_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_upsertUsers(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_upsertUsers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpsertUsers(ctx, fc.Args["input"].(model.UpsertUsersInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.UpsertUsersPayload) graphql.Marshaler {
+			return ec.marshalOUpsertUsersPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertUsersPayload(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_upsertUsers(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UpsertUsersPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_upsertUsers_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_setTwoFactorForUsers(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setTwoFactorForUsers(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetTwoFactorForUsers(ctx, fc.Args["input"].(model.SetTwoFactorForUsersInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SetTwoFactorForUsersPayload) graphql.Marshaler {
+			return ec.marshalOSetTwoFactorForUsersPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐSetTwoFactorForUsersPayload(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setTwoFactorForUsers(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SetTwoFactorForUsersPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setTwoFactorForUsers_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *model.PageInfo) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3361,7 +3912,7 @@ func (ec *executionContext) _Query_users(ctx context.Context, field graphql.Coll
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Query().Users(ctx, fc.Args["first"].(*int), fc.Args["after"].(*string), fc.Args["query"].(*string))
+			return ec.Resolvers.Query().Users(ctx, fc.Args["first"].(*int), fc.Args["after"].(*string), fc.Args["query"].(*string), fc.Args["filter"].(*model.UsersFilter))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.UserConnection) graphql.Marshaler {
@@ -3591,6 +4142,61 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _SetTwoFactorForUsersPayload_changedCount(ctx context.Context, field graphql.CollectedField, obj *model.SetTwoFactorForUsersPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SetTwoFactorForUsersPayload_changedCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ChangedCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SetTwoFactorForUsersPayload_changedCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SetTwoFactorForUsersPayload", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SetTwoFactorForUsersPayload_userErrors(ctx context.Context, field graphql.CollectedField, obj *model.SetTwoFactorForUsersPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SetTwoFactorForUsersPayload_userErrors(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UserErrors, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.UserError) graphql.Marshaler {
+			return ec.marshalNUserError2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserErrorᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SetTwoFactorForUsersPayload_userErrors(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SetTwoFactorForUsersPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserError(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Subscription_auditEventAdded(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
 	return graphql.ResolveFieldStream(
 		ctx,
@@ -3776,6 +4382,125 @@ func (ec *executionContext) _UpdateSettingsPayload_userErrors(ctx context.Contex
 func (ec *executionContext) fieldContext_UpdateSettingsPayload_userErrors(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
 		Object:     "UpdateSettingsPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserError(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UpsertUserResult_user(ctx context.Context, field graphql.CollectedField, obj *model.UpsertUserResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UpsertUserResult_user(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.User, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UpsertUserResult_user(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UpsertUserResult",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UpsertUserResult_status(ctx context.Context, field graphql.CollectedField, obj *model.UpsertUserResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UpsertUserResult_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.UpsertStatus) graphql.Marshaler {
+			return ec.marshalNUpsertStatus2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UpsertUserResult_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UpsertUserResult", field, false, false, "UpsertStatus")
+}
+
+func (ec *executionContext) _UpsertUsersPayload_results(ctx context.Context, field graphql.CollectedField, obj *model.UpsertUsersPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UpsertUsersPayload_results(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Results, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.UpsertUserResult) graphql.Marshaler {
+			return ec.marshalNUpsertUserResult2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertUserResultᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UpsertUsersPayload_results(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UpsertUsersPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UpsertUserResult(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UpsertUsersPayload_userErrors(ctx context.Context, field graphql.CollectedField, obj *model.UpsertUsersPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UpsertUsersPayload_userErrors(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UserErrors, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.UserError) graphql.Marshaler {
+			return ec.marshalNUserError2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserErrorᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UpsertUsersPayload_userErrors(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UpsertUsersPayload",
 		Field:      field,
 		IsMethod:   false,
 		IsResolver: false,
@@ -5727,6 +6452,48 @@ func UnmarshalCreateUserInput(ctx context.Context, raw any) (model.CreateUserInp
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputDeleteUserInput(ctx context.Context, obj any) (model.DeleteUserInput, error) {
+	var it model.DeleteUserInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalDeleteUserInput unmarshals raw into the DeleteUserInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalDeleteUserInput(ctx context.Context, raw any) (model.DeleteUserInput, error) {
+	var out model.DeleteUserInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "DeleteUserInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputIssueChallengeInput(ctx context.Context, obj any) (model.IssueChallengeInput, error) {
 	var it model.IssueChallengeInput
 	if obj == nil {
@@ -5783,6 +6550,69 @@ func UnmarshalIssueChallengeInput(ctx context.Context, raw any) (model.IssueChal
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputSetTwoFactorForUsersInput(ctx context.Context, obj any) (model.SetTwoFactorForUsersInput, error) {
+	var it model.SetTwoFactorForUsersInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"app", "enabled", "filter", "userIds"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "app":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("app"))
+			data, err := ec.unmarshalNApp2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐApp(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.App = data
+		case "enabled":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("enabled"))
+			data, err := ec.unmarshalNBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Enabled = data
+		case "filter":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("filter"))
+			data, err := ec.unmarshalOUsersFilter2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUsersFilter(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Filter = data
+		case "userIds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userIds"))
+			data, err := ec.unmarshalOID2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.UserIds = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSetTwoFactorForUsersInput unmarshals raw into the SetTwoFactorForUsersInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSetTwoFactorForUsersInput(ctx context.Context, raw any) (model.SetTwoFactorForUsersInput, error) {
+	var out model.SetTwoFactorForUsersInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetTwoFactorForUsersInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputSetUserTwoFactorInput(ctx context.Context, obj any) (model.SetUserTwoFactorInput, error) {
 	var it model.SetUserTwoFactorInput
 	if obj == nil {
@@ -5836,6 +6666,55 @@ func (ec *executionContext) unmarshalInputSetUserTwoFactorInput(ctx context.Cont
 func UnmarshalSetUserTwoFactorInput(ctx context.Context, raw any) (model.SetUserTwoFactorInput, error) {
 	var out model.SetUserTwoFactorInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetUserTwoFactorInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputTwoFactorFilter(ctx context.Context, obj any) (model.TwoFactorFilter, error) {
+	var it model.TwoFactorFilter
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"app", "enabled"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "app":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("app"))
+			data, err := ec.unmarshalNApp2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐApp(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.App = data
+		case "enabled":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("enabled"))
+			data, err := ec.unmarshalNBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Enabled = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalTwoFactorFilter unmarshals raw into the TwoFactorFilter input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalTwoFactorFilter(ctx context.Context, raw any) (model.TwoFactorFilter, error) {
+	var out model.TwoFactorFilter
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "TwoFactorFilter", raw, &out)
 	return out, err
 }
 
@@ -5997,6 +6876,160 @@ func (ec *executionContext) unmarshalInputUpdateGeneralSettingsInput(ctx context
 func UnmarshalUpdateGeneralSettingsInput(ctx context.Context, raw any) (model.UpdateGeneralSettingsInput, error) {
 	var out model.UpdateGeneralSettingsInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateGeneralSettingsInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUpdateUserInput(ctx context.Context, obj any) (model.UpdateUserInput, error) {
+	var it model.UpdateUserInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"id", "email", "phone", "displayName"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalNID2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "email":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("email"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Email = graphql.OmittableOf(data)
+		case "phone":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("phone"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Phone = graphql.OmittableOf(data)
+		case "displayName":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("displayName"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.DisplayName = graphql.OmittableOf(data)
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateUserInput unmarshals raw into the UpdateUserInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateUserInput(ctx context.Context, raw any) (model.UpdateUserInput, error) {
+	var out model.UpdateUserInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateUserInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUpsertUsersInput(ctx context.Context, obj any) (model.UpsertUsersInput, error) {
+	var it model.UpsertUsersInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"users"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "users":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("users"))
+			data, err := ec.unmarshalNCreateUserInput2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐCreateUserInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Users = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpsertUsersInput unmarshals raw into the UpsertUsersInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpsertUsersInput(ctx context.Context, raw any) (model.UpsertUsersInput, error) {
+	var out model.UpsertUsersInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpsertUsersInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUsersFilter(ctx context.Context, obj any) (model.UsersFilter, error) {
+	var it model.UsersFilter
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"twoFactor", "locked"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "twoFactor":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("twoFactor"))
+			data, err := ec.unmarshalOTwoFactorFilter2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐTwoFactorFilter(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TwoFactor = data
+		case "locked":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("locked"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Locked = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUsersFilter unmarshals raw into the UsersFilter input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUsersFilter(ctx context.Context, raw any) (model.UsersFilter, error) {
+	var out model.UsersFilter
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UsersFilter", raw, &out)
 	return out, err
 }
 
@@ -6393,6 +7426,44 @@ func (ec *executionContext) _DefaultSettings(ctx context.Context, sel ast.Select
 	return out
 }
 
+var deleteUserPayloadImplementors = []string{"DeleteUserPayload"}
+
+func (ec *executionContext) _DeleteUserPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteUserPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, deleteUserPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DeleteUserPayload")
+		case "deletedUserId":
+			out.Values[i] = ec._DeleteUserPayload_deletedUserId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "userErrors":
+			out.Values[i] = ec._DeleteUserPayload_userErrors(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var generalSettingsImplementors = []string{"GeneralSettings"}
 
 func (ec *executionContext) _GeneralSettings(ctx context.Context, sel ast.SelectionSet, obj *model.GeneralSettings) graphql.Marshaler {
@@ -6557,6 +7628,34 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
+		case "updateUser":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateUser(ctx, field)
+			})
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "deleteUser":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteUser(ctx, field)
+			})
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "upsertUsers":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_upsertUsers(ctx, field)
+			})
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "setTwoFactorForUsers":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setTwoFactorForUsers(ctx, field)
+			})
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -6708,6 +7807,44 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 	return out
 }
 
+var setTwoFactorForUsersPayloadImplementors = []string{"SetTwoFactorForUsersPayload"}
+
+func (ec *executionContext) _SetTwoFactorForUsersPayload(ctx context.Context, sel ast.SelectionSet, obj *model.SetTwoFactorForUsersPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, setTwoFactorForUsersPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SetTwoFactorForUsersPayload")
+		case "changedCount":
+			out.Values[i] = ec._SetTwoFactorForUsersPayload_changedCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "userErrors":
+			out.Values[i] = ec._SetTwoFactorForUsersPayload_userErrors(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var subscriptionImplementors = []string{"Subscription"}
 
 func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
@@ -6789,6 +7926,82 @@ func (ec *executionContext) _UpdateSettingsPayload(ctx context.Context, sel ast.
 			}
 		case "userErrors":
 			out.Values[i] = ec._UpdateSettingsPayload_userErrors(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var upsertUserResultImplementors = []string{"UpsertUserResult"}
+
+func (ec *executionContext) _UpsertUserResult(ctx context.Context, sel ast.SelectionSet, obj *model.UpsertUserResult) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, upsertUserResultImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("UpsertUserResult")
+		case "user":
+			out.Values[i] = ec._UpsertUserResult_user(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "status":
+			out.Values[i] = ec._UpsertUserResult_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var upsertUsersPayloadImplementors = []string{"UpsertUsersPayload"}
+
+func (ec *executionContext) _UpsertUsersPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UpsertUsersPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, upsertUsersPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("UpsertUsersPayload")
+		case "results":
+			out.Values[i] = ec._UpsertUsersPayload_results(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "userErrors":
+			out.Values[i] = ec._UpsertUsersPayload_userErrors(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -7667,6 +8880,20 @@ func (ec *executionContext) unmarshalNCreateUserInput2githubᚗcomᚋtwofactor�
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNCreateUserInput2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐCreateUserInputᚄ(ctx context.Context, v any) ([]model.CreateUserInput, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.CreateUserInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCreateUserInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐCreateUserInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
 func (ec *executionContext) unmarshalNDateTime2timeᚐTime(ctx context.Context, v any) (time.Time, error) {
 	res, err := scalar.UnmarshalDateTime(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -7687,6 +8914,11 @@ func (ec *executionContext) marshalNDefaultSettings2ᚖgithubᚗcomᚋtwofactor�
 		return graphql.Null
 	}
 	return ec._DefaultSettings(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNDeleteUserInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐDeleteUserInput(ctx context.Context, v any) (model.DeleteUserInput, error) {
+	res, err := ec.unmarshalInputDeleteUserInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNDeliveryMethod2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐDeliveryMethod(ctx context.Context, v any) (model.DeliveryMethod, error) {
@@ -7748,6 +8980,11 @@ func (ec *executionContext) marshalNPageInfo2ᚖgithubᚗcomᚋtwofactorᚋservi
 	return ec._PageInfo(ctx, sel, v)
 }
 
+func (ec *executionContext) unmarshalNSetTwoFactorForUsersInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐSetTwoFactorForUsersInput(ctx context.Context, v any) (model.SetTwoFactorForUsersInput, error) {
+	res, err := ec.unmarshalInputSetTwoFactorForUsersInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) unmarshalNSetUserTwoFactorInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐSetUserTwoFactorInput(ctx context.Context, v any) (model.SetUserTwoFactorInput, error) {
 	res, err := ec.unmarshalInputSetUserTwoFactorInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -7787,6 +9024,46 @@ func (ec *executionContext) unmarshalNUpdateDefaultSettingsInput2githubᚗcomᚋ
 
 func (ec *executionContext) unmarshalNUpdateGeneralSettingsInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateGeneralSettingsInput(ctx context.Context, v any) (model.UpdateGeneralSettingsInput, error) {
 	res, err := ec.unmarshalInputUpdateGeneralSettingsInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNUpdateUserInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpdateUserInput(ctx context.Context, v any) (model.UpdateUserInput, error) {
+	res, err := ec.unmarshalInputUpdateUserInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNUpsertStatus2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertStatus(ctx context.Context, v any) (model.UpsertStatus, error) {
+	var res model.UpsertStatus
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNUpsertStatus2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertStatus(ctx context.Context, sel ast.SelectionSet, v model.UpsertStatus) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) marshalNUpsertUserResult2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertUserResult(ctx context.Context, sel ast.SelectionSet, v model.UpsertUserResult) graphql.Marshaler {
+	return ec._UpsertUserResult(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNUpsertUserResult2ᚕgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertUserResultᚄ(ctx context.Context, sel ast.SelectionSet, v []model.UpsertUserResult) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNUpsertUserResult2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertUserResult(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNUpsertUsersInput2githubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertUsersInput(ctx context.Context, v any) (model.UpsertUsersInput, error) {
+	res, err := ec.unmarshalInputUpsertUsersInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -8206,6 +9483,13 @@ func (ec *executionContext) marshalODateTime2ᚖtimeᚐTime(ctx context.Context,
 	return res
 }
 
+func (ec *executionContext) marshalODeleteUserPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐDeleteUserPayload(ctx context.Context, sel ast.SelectionSet, v *model.DeleteUserPayload) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._DeleteUserPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalODeliveryMethod2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐDeliveryMethod(ctx context.Context, v any) (*model.DeliveryMethod, error) {
 	if v == nil {
 		return nil, nil
@@ -8220,6 +9504,41 @@ func (ec *executionContext) marshalODeliveryMethod2ᚖgithubᚗcomᚋtwofactor�
 		return graphql.Null
 	}
 	return v
+}
+
+func (ec *executionContext) unmarshalOID2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNID2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOID2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNID2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) unmarshalOID2ᚖstring(ctx context.Context, v any) (*string, error) {
@@ -8299,6 +9618,13 @@ func (ec *executionContext) marshalORole2ᚖgithubᚗcomᚋtwofactorᚋservice�
 	return v
 }
 
+func (ec *executionContext) marshalOSetTwoFactorForUsersPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐSetTwoFactorForUsersPayload(ctx context.Context, sel ast.SelectionSet, v *model.SetTwoFactorForUsersPayload) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SetTwoFactorForUsersPayload(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalOString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
 	if v == nil {
 		return nil, nil
@@ -8352,6 +9678,14 @@ func (ec *executionContext) marshalOString2ᚖstring(ctx context.Context, sel as
 	return res
 }
 
+func (ec *executionContext) unmarshalOTwoFactorFilter2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐTwoFactorFilter(ctx context.Context, v any) (*model.TwoFactorFilter, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputTwoFactorFilter(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalOTwoFactorSettings2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐTwoFactorSettings(ctx context.Context, sel ast.SelectionSet, v *model.TwoFactorSettings) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
@@ -8364,6 +9698,13 @@ func (ec *executionContext) marshalOUpdateSettingsPayload2ᚖgithubᚗcomᚋtwof
 		return graphql.Null
 	}
 	return ec._UpdateSettingsPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOUpsertUsersPayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUpsertUsersPayload(ctx context.Context, sel ast.SelectionSet, v *model.UpsertUsersPayload) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._UpsertUsersPayload(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalOUser2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUser(ctx context.Context, sel ast.SelectionSet, v *model.User) graphql.Marshaler {
@@ -8385,6 +9726,14 @@ func (ec *executionContext) marshalOUserTwoFactorLocks2ᚖgithubᚗcomᚋtwofact
 		return graphql.Null
 	}
 	return ec._UserTwoFactorLocks(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOUsersFilter2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUsersFilter(ctx context.Context, v any) (*model.UsersFilter, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputUsersFilter(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalOVerifyChallengePayload2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐVerifyChallengePayload(ctx context.Context, sel ast.SelectionSet, v *model.VerifyChallengePayload) graphql.Marshaler {

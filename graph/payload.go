@@ -31,3 +31,17 @@ func (r *Resolver) settingsPayload(ctx context.Context, s settings.Settings, err
 	}
 	return &model.UpdateSettingsPayload{Settings: toSettings(s), UserErrors: ue}, nil
 }
+
+// upsertPayload builds upsertUsers' payload: every item's result, or the
+// user errors and no results.
+func (r *Resolver) upsertPayload(ctx context.Context, res []users.UpsertResult, err error) (*model.UpsertUsersPayload, error) {
+	ue, err := r.mutationErrors(ctx, err, "users")
+	if err != nil || len(ue) > 0 {
+		return &model.UpsertUsersPayload{Results: []model.UpsertUserResult{}, UserErrors: ue}, err
+	}
+	out := &model.UpsertUsersPayload{Results: make([]model.UpsertUserResult, len(res)), UserErrors: ue}
+	for i, x := range res {
+		out.Results[i] = model.UpsertUserResult{User: toUser(x.User), Status: model.UpsertStatus(x.Status)}
+	}
+	return out, nil
+}

@@ -125,6 +125,59 @@ func (r *mutationResolver) UnlockUserTwoFactor(ctx context.Context, input model.
 	return r.userPayload(ctx, u, err, "userId")
 }
 
+// UpdateUser is the resolver for the updateUser field.
+func (r *mutationResolver) UpdateUser(ctx context.Context, input model.UpdateUserInput) (*model.UserPayload, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	u, err := r.UserService.Update(ctx, c, users.Change{
+		ID: input.ID, Email: omitted(input.Email), Phone: omitted(input.Phone), DisplayName: omitted(input.DisplayName),
+	})
+	return r.userPayload(ctx, u, err, "id")
+}
+
+// DeleteUser is the resolver for the deleteUser field.
+func (r *mutationResolver) DeleteUser(ctx context.Context, input model.DeleteUserInput) (*model.DeleteUserPayload, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	u, err := r.UserService.Delete(ctx, c, input.ID)
+	ue, err := r.mutationErrors(ctx, err, "id")
+	if err != nil || len(ue) > 0 {
+		return &model.DeleteUserPayload{UserErrors: ue}, err
+	}
+	return &model.DeleteUserPayload{DeletedUserID: &u.ID, UserErrors: ue}, nil
+}
+
+// UpsertUsers is the resolver for the upsertUsers field.
+func (r *mutationResolver) UpsertUsers(ctx context.Context, input model.UpsertUsersInput) (*model.UpsertUsersPayload, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	items := make([]users.NewUser, len(input.Users))
+	for i, in := range input.Users {
+		items[i] = users.NewUser{ID: in.ID, Email: deref(in.Email), Phone: deref(in.Phone), DisplayName: deref(in.DisplayName)}
+	}
+	res, err := r.UserService.Upsert(ctx, c, items)
+	return r.upsertPayload(ctx, res, err)
+}
+
+// SetTwoFactorForUsers is the resolver for the setTwoFactorForUsers field.
+func (r *mutationResolver) SetTwoFactorForUsers(ctx context.Context, input model.SetTwoFactorForUsersInput) (*model.SetTwoFactorForUsersPayload, error) {
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	n, err := r.UserService.SetTwoFactorFor(ctx, c, users.Switch{
+		App: fromApp(input.App), Enabled: input.Enabled, Filter: fromUsersFilter(input.Filter), IDs: input.UserIds,
+	})
+	ue, err := r.mutationErrors(ctx, err, "userIds")
+	return &model.SetTwoFactorForUsersPayload{ChangedCount: n, UserErrors: ue}, err
+}
+
 // TwoFactorSettings is the resolver for the twoFactorSettings field.
 func (r *queryResolver) TwoFactorSettings(ctx context.Context) (*model.TwoFactorSettings, error) {
 	c, err := auth.FromContext(ctx)
@@ -152,12 +205,14 @@ func (r *queryResolver) User(ctx context.Context, id string) (*model.User, error
 }
 
 // Users is the resolver for the users field.
-func (r *queryResolver) Users(ctx context.Context, first *int, after *string, query *string) (*model.UserConnection, error) {
+func (r *queryResolver) Users(ctx context.Context, first *int, after *string, query *string, filter *model.UsersFilter) (*model.UserConnection, error) {
 	c, err := auth.FromContext(ctx)
 	if err != nil {
 		return nil, r.toGQL(ctx, err)
 	}
-	page, err := r.UserService.List(ctx, c, users.ListRequest{First: first, After: deref(after), Query: deref(query)})
+	page, err := r.UserService.List(ctx, c, users.ListRequest{
+		First: first, After: deref(after), Query: deref(query), Filter: fromUsersFilter(filter),
+	})
 	if err != nil {
 		return nil, r.toGQL(ctx, err)
 	}
@@ -168,6 +223,11 @@ func (r *queryResolver) Users(ctx context.Context, first *int, after *string, qu
 		conn.Edges[i] = model.UserEdge{Cursor: cursors[i], Node: toUser(u)}
 	}
 	conn.PageInfo = pageInfo(cursors, page.HasNextPage, page.HasPrevious)
+	if page.ResumeAfter != "" {
+		// The scan bound cut the page short: go on after the last user read.
+		end := r.UserService.Cursor(users.User{Company: c.Company, ID: page.ResumeAfter})
+		conn.PageInfo.EndCursor = &end
+	}
 	return conn, nil
 }
 

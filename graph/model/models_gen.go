@@ -94,6 +94,16 @@ type DefaultSettings struct {
 	Manager bool `json:"manager"`
 }
 
+type DeleteUserInput struct {
+	ID string `json:"id"`
+}
+
+type DeleteUserPayload struct {
+	// The id of the user deleted, or null with userErrors.
+	DeletedUserID *string     `json:"deletedUserId,omitempty"`
+	UserErrors    []UserError `json:"userErrors"`
+}
+
 type GeneralSettings struct {
 	DeliveryMethod DeliveryMethod `json:"deliveryMethod"`
 	// Shown to a user after too many failed code attempts.
@@ -136,6 +146,20 @@ type PageInfo struct {
 type Query struct {
 }
 
+type SetTwoFactorForUsersInput struct {
+	App     App          `json:"app"`
+	Enabled bool         `json:"enabled"`
+	Filter  *UsersFilter `json:"filter,omitempty"`
+	// At most 500. With neither filter nor userIds, every user of the company.
+	UserIds []string `json:"userIds,omitempty"`
+}
+
+type SetTwoFactorForUsersPayload struct {
+	// Users whose switch actually changed.
+	ChangedCount int         `json:"changedCount"`
+	UserErrors   []UserError `json:"userErrors"`
+}
+
 type SetUserTwoFactorInput struct {
 	UserID  string `json:"userId"`
 	App     App    `json:"app"`
@@ -143,6 +167,11 @@ type SetUserTwoFactorInput struct {
 }
 
 type Subscription struct {
+}
+
+type TwoFactorFilter struct {
+	App     App  `json:"app"`
+	Enabled bool `json:"enabled"`
 }
 
 type TwoFactorSettings struct {
@@ -176,6 +205,32 @@ type UpdateGeneralSettingsInput struct {
 type UpdateSettingsPayload struct {
 	Settings   *TwoFactorSettings `json:"settings,omitempty"`
 	UserErrors []UserError        `json:"userErrors"`
+}
+
+type UpdateUserInput struct {
+	ID string `json:"id"`
+	// Leave out to keep; null clears.
+	Email graphql.Omittable[*string] `json:"email,omitempty"`
+	// Leave out to keep; null clears. A new phone or email voids pending codes.
+	Phone graphql.Omittable[*string] `json:"phone,omitempty"`
+	// Leave out to keep; null clears.
+	DisplayName graphql.Omittable[*string] `json:"displayName,omitempty"`
+}
+
+type UpsertUserResult struct {
+	User   *User        `json:"user"`
+	Status UpsertStatus `json:"status"`
+}
+
+type UpsertUsersInput struct {
+	Users []CreateUserInput `json:"users"`
+}
+
+type UpsertUsersPayload struct {
+	// One per item, in input order; empty when userErrors is not.
+	Results []UpsertUserResult `json:"results"`
+	// A field such as ["input", "users", "3", "email"] names the item.
+	UserErrors []UserError `json:"userErrors"`
 }
 
 type User struct {
@@ -212,6 +267,12 @@ type UserPayload struct {
 type UserTwoFactorLocks struct {
 	Web     *time.Time `json:"web,omitempty"`
 	Manager *time.Time `json:"manager,omitempty"`
+}
+
+type UsersFilter struct {
+	TwoFactor *TwoFactorFilter `json:"twoFactor,omitempty"`
+	// Locked now after failed attempts, in any app.
+	Locked *bool `json:"locked,omitempty"`
 }
 
 type VerifyChallengeInput struct {
@@ -295,6 +356,8 @@ const (
 	AuditActionDefaultSettingsChanged     AuditAction = "DEFAULT_SETTINGS_CHANGED"
 	AuditActionFailedAttemptsLimitReached AuditAction = "FAILED_ATTEMPTS_LIMIT_REACHED"
 	AuditActionUserTwoFactorUnlocked      AuditAction = "USER_TWO_FACTOR_UNLOCKED"
+	AuditActionUserUpdated                AuditAction = "USER_UPDATED"
+	AuditActionUserDeleted                AuditAction = "USER_DELETED"
 )
 
 var AllAuditAction = []AuditAction{
@@ -305,11 +368,13 @@ var AllAuditAction = []AuditAction{
 	AuditActionDefaultSettingsChanged,
 	AuditActionFailedAttemptsLimitReached,
 	AuditActionUserTwoFactorUnlocked,
+	AuditActionUserUpdated,
+	AuditActionUserDeleted,
 }
 
 func (e AuditAction) IsValid() bool {
 	switch e {
-	case AuditActionUserCreated, AuditActionUserTwoFactorEnabled, AuditActionUserTwoFactorDisabled, AuditActionGeneralSettingsChanged, AuditActionDefaultSettingsChanged, AuditActionFailedAttemptsLimitReached, AuditActionUserTwoFactorUnlocked:
+	case AuditActionUserCreated, AuditActionUserTwoFactorEnabled, AuditActionUserTwoFactorDisabled, AuditActionGeneralSettingsChanged, AuditActionDefaultSettingsChanged, AuditActionFailedAttemptsLimitReached, AuditActionUserTwoFactorUnlocked, AuditActionUserUpdated, AuditActionUserDeleted:
 		return true
 	}
 	return false
@@ -580,6 +645,63 @@ func (e *Role) UnmarshalJSON(b []byte) error {
 }
 
 func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type UpsertStatus string
+
+const (
+	UpsertStatusCreated   UpsertStatus = "CREATED"
+	UpsertStatusUpdated   UpsertStatus = "UPDATED"
+	UpsertStatusUnchanged UpsertStatus = "UNCHANGED"
+)
+
+var AllUpsertStatus = []UpsertStatus{
+	UpsertStatusCreated,
+	UpsertStatusUpdated,
+	UpsertStatusUnchanged,
+}
+
+func (e UpsertStatus) IsValid() bool {
+	switch e {
+	case UpsertStatusCreated, UpsertStatusUpdated, UpsertStatusUnchanged:
+		return true
+	}
+	return false
+}
+
+func (e UpsertStatus) String() string {
+	return string(e)
+}
+
+func (e *UpsertStatus) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = UpsertStatus(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid UpsertStatus", str)
+	}
+	return nil
+}
+
+func (e UpsertStatus) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *UpsertStatus) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e UpsertStatus) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

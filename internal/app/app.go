@@ -112,7 +112,8 @@ func New(o Options) (*App, error) {
 	a.Feed = feed.NewHub(o.Redis.Client, a.Audit, o.Logger, o.Feed)
 	announce.Notifier = a.Feed
 	a.Settings = settings.NewService(o.DB, a.Audit)
-	a.Users = users.NewService(o.DB, a.Audit, a.Settings, users.WithCodec(cursors))
+	a.Users = users.NewService(o.DB, a.Audit, a.Settings, users.WithCodec(cursors),
+		users.WithRedisState(&challenge.State{Redis: o.Redis.Client, Now: o.Now}))
 	if o.Issuer == "" {
 		o.Issuer = DefaultIssuer
 	}

@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/cursor"
@@ -21,17 +22,15 @@ import (
 	"github.com/twofactor/service/models"
 )
 
-// App is a frontend with its own 2FA switch.
-type App string
+// App is a frontend with its own 2FA switch; the list and each app's
+// encodings live in internal/apps.
+type App = apps.App
 
-// Apps.
+// Apps, re-exported from internal/apps.
 const (
-	Web     App = "web"
-	Manager App = "manager"
+	Web     = apps.Web
+	Manager = apps.Manager
 )
-
-// Valid reports whether a is a known app.
-func (a App) Valid() bool { return a == Web || a == Manager }
 
 // Errors the GraphQL layer maps to codes.
 var (
@@ -51,12 +50,16 @@ type User struct {
 	CreatedAt        time.Time
 }
 
-// TwoFactor reports whether 2FA is on for app.
+// TwoFactor reports whether 2FA is on for app; off for an unknown app,
+// never another app's switch.
 func (u User) TwoFactor(app App) bool {
-	if app == Manager {
+	switch app {
+	case Web:
+		return u.TwoFactorWeb
+	case Manager:
 		return u.TwoFactorManager
 	}
-	return u.TwoFactorWeb
+	return false
 }
 
 // AuditWriter appends an audit row inside the caller's transaction and
@@ -80,6 +83,7 @@ type Service struct {
 	audit    AuditWriter
 	defaults Defaults
 	cursors  *cursor.Codec
+	state    RedisState
 }
 
 // Option configures a Service.
@@ -209,6 +213,7 @@ type ListRequest struct {
 	First *int
 	After string
 	Query string // case-insensitive substring of id, email or display name
+	Filter *Filter
 }
 
 // ListPage is one page of users.
@@ -216,6 +221,9 @@ type ListPage struct {
 	Users       []User
 	HasNextPage bool
 	HasPrevious bool
+	// ResumeAfter is set when a locked filter's scan bound cut the page
+	// short: the id to go on after, whose cursor is the page's endCursor.
+	ResumeAfter string
 }
 
 // Page size bounds.
@@ -255,35 +263,56 @@ func (s *Service) List(ctx context.Context, c auth.Caller, r ListRequest) (ListP
 	if utf8.RuneCountInString(r.Query) > validation.MaxNameLen { // characters, as for names
 		v.Add(validation.CodeTooLong, fmt.Sprintf("must be at most %d characters", validation.MaxNameLen), "query")
 	}
+	r.Filter.validate(&v, "filter")
 	if err := v.Err(); err != nil {
 		return ListPage{}, fmt.Errorf("list users: %w", err)
 	}
-	q := s.db.WithContext(ctx).Where("company_id = ?", c.Company)
+	after := ""
 	if r.After != "" {
-		after, err := s.parseCursor(c.Company, r.After)
-		if err != nil {
+		var err error
+		if after, err = s.parseCursor(c.Company, r.After); err != nil {
 			return ListPage{}, fmt.Errorf("list users: after: %w", err)
 		}
-		q = q.Where("id > ?", after)
 	}
-	if r.Query != "" {
-		// Both sides go through the database's LOWER: SQLite's folds ASCII
-		// only, and a Go-lowered query would then miss "Ä" even in its own case.
-		like := "%" + escapeLike(r.Query) + "%"
-		q = q.Where(`(LOWER(id) LIKE LOWER(?) ESCAPE '\' OR LOWER(email) LIKE LOWER(?) ESCAPE '\' OR LOWER(display_name) LIKE LOWER(?) ESCAPE '\')`, like, like, like)
+	query := func() *gorm.DB { return s.listQuery(ctx, c.Company, r) }
+	var (
+		rows []models.User
+		page = ListPage{HasPrevious: r.After != ""}
+		err  error
+	)
+	if r.Filter != nil && r.Filter.Locked != nil {
+		rows, page.ResumeAfter, err = s.scanLocked(ctx, c.Company, r.Filter, query, after, size)
+	} else {
+		q := query()
+		if after != "" {
+			q = q.Where("id > ?", after)
+		}
+		err = q.Order("id ASC").Limit(size + 1).Find(&rows).Error
 	}
-	var rows []models.User
-	if err := q.Order("id ASC").Limit(size + 1).Find(&rows).Error; err != nil {
+	if err != nil {
 		return ListPage{}, fmt.Errorf("list users: %w", err)
 	}
-	page := ListPage{HasNextPage: len(rows) > size, HasPrevious: r.After != ""}
-	if page.HasNextPage {
+	page.HasNextPage = len(rows) > size || page.ResumeAfter != ""
+	if len(rows) > size {
 		rows = rows[:size]
 	}
 	for _, row := range rows {
 		page.Users = append(page.Users, fromRow(row))
 	}
 	return page, nil
+}
+
+// listQuery is the company's users matching r's query and the SQL part of
+// its filter.
+func (s *Service) listQuery(ctx context.Context, company string, r ListRequest) *gorm.DB {
+	q := s.db.WithContext(ctx).Where("company_id = ?", company)
+	if r.Query != "" {
+		// Both sides go through the database's LOWER: SQLite's folds ASCII
+		// only, and a Go-lowered query would then miss "Ä" even in its own case.
+		like := "%" + escapeLike(r.Query) + "%"
+		q = q.Where(`(LOWER(id) LIKE LOWER(?) ESCAPE '\' OR LOWER(email) LIKE LOWER(?) ESCAPE '\' OR LOWER(display_name) LIKE LOWER(?) ESCAPE '\')`, like, like, like)
+	}
+	return r.Filter.where(q)
 }
 
 // SetTwoFactor switches 2FA on or off for one user and app. Admin only.

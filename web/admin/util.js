@@ -33,6 +33,8 @@ export const appLabels = { WEB: 'Web application', MANAGER: 'Manager app' };
 
 export const actionLabels = {
   USER_CREATED: 'User created',
+  USER_UPDATED: 'User updated',
+  USER_DELETED: 'User deleted',
   USER_TWO_FACTOR_ENABLED: '2FA switched on',
   USER_TWO_FACTOR_DISABLED: '2FA switched off',
   GENERAL_SETTINGS_CHANGED: 'General settings changed',

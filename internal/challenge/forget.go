@@ -1,0 +1,143 @@
+package challenge
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/twofactor/service/internal/users"
+)
+
+var (
+	//go:embed void.lua
+	voidLua    string
+	voidScript = redis.NewScript(voidLua)
+)
+
+// State is a user's Redis state as the users service needs it: voiding
+// codes, forgetting a deleted user, and reading locks in bulk. It needs
+// only Redis, so it can be built before the users service.
+type State struct {
+	Redis redis.UniversalClient
+	Now   func() time.Time // nil for the wall clock
+}
+
+// stateApps are the apps whose keys a user may have.
+var stateApps = []users.App{users.Web, users.Manager}
+
+func (s *State) now() time.Time {
+	if s.Now == nil {
+		return time.Now()
+	}
+	return s.Now()
+}
+
+// issuedIDs lists the user's challenges still in the issued set.
+func (s *State) issuedIDs(ctx context.Context, k keys) ([]string, error) {
+	ids, err := s.Redis.ZRange(ctx, k.issued(), 0, -1).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return ids, nil
+}
+
+// Void makes the user's pending codes answer EXPIRED (they went to an old
+// address) and lets a new code be asked for at once. Counters and locks
+// stay: a new address does not undo failed attempts.
+func (s *State) Void(ctx context.Context, company, userID string) error {
+	k := keysFor(company, userID)
+	ids, err := s.issuedIDs(ctx, k)
+	if err != nil {
+		return fmt.Errorf("void codes: %w", err)
+	}
+	ks := make([]string, 0, len(stateApps)+len(ids))
+	for _, app := range stateApps {
+		ks = append(ks, k.login(string(app)))
+	}
+	for _, id := range ids {
+		ks = append(ks, k.challenge(id))
+	}
+	if err := voidScript.Run(ctx, s.Redis, ks, len(stateApps)).Err(); err != nil {
+		return fmt.Errorf("void codes: %w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Forget deletes every key of the user: codes, counters, locks. The keys
+// are named by the key builders and deleted in one DEL (one hash tag, one
+// slot); a challenge whose id already left the issued set is found by a
+// SCAN of the tag on the slot's node.
+func (s *State) Forget(ctx context.Context, company, userID string) error {
+	k := keysFor(company, userID)
+	ids, err := s.issuedIDs(ctx, k)
+	if err != nil {
+		return fmt.Errorf("forget user: %w", err)
+	}
+	ks := []string{k.issued()}
+	for _, app := range stateApps {
+		ks = append(ks, k.login(string(app)), k.lock(string(app)))
+	}
+	for _, id := range ids {
+		ks = append(ks, k.challenge(id))
+	}
+	rest, err := s.scanTag(ctx, k)
+	if err != nil {
+		return fmt.Errorf("forget user: %w", err)
+	}
+	if err := s.Redis.Del(ctx, append(ks, rest...)...).Err(); err != nil {
+		return fmt.Errorf("forget user: %w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// scanTag lists the keys under k's hash tag, on the node that holds its
+// slot. The tag is base64url inside braces: nothing in it is a pattern
+// character.
+func (s *State) scanTag(ctx context.Context, k keys) ([]string, error) {
+	var node redis.Cmdable = s.Redis
+	if cc, ok := s.Redis.(*redis.ClusterClient); ok {
+		c, err := cc.MasterForKey(ctx, k.tag)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		node = c
+	}
+	var out []string
+	iter := node.Scan(ctx, 0, k.tag+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		out = append(out, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// Locked tells which of ids, users of company, are locked now in any app.
+// One pipelined round trip of GETs: the users' keys are in different
+// slots, so one MGET would not do on a cluster.
+func (s *State) Locked(ctx context.Context, company string, ids []string) (map[string]bool, error) {
+	pipe := s.Redis.Pipeline()
+	cmds := make([]*redis.StringCmd, 0, len(ids)*len(stateApps))
+	for _, id := range ids {
+		k := keysFor(company, id)
+		for _, app := range stateApps {
+			cmds = append(cmds, pipe.Get(ctx, k.lock(string(app))))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("lock state: %w: %v", ErrUnavailable, err)
+	}
+	now := s.now().UnixMilli()
+	out := make(map[string]bool, len(ids))
+	for i, cmd := range cmds {
+		if until, err := cmd.Int64(); err == nil && until > now {
+			out[ids[i/len(stateApps)]] = true
+		}
+	}
+	return out, nil
+}
