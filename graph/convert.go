@@ -15,7 +15,7 @@ import (
 func toSettings(s settings.Settings) *model.TwoFactorSettings {
 	out := &model.TwoFactorSettings{
 		General:   &model.GeneralSettings{DeliveryMethod: model.DeliveryMethod(s.DeliveryMethod)},
-		Defaults:  &model.DefaultSettings{Web: s.DefaultWeb, Manager: s.DefaultManager},
+		Defaults:  &model.DefaultSettings{Web: s.Defaults[apps.Web], Manager: s.Defaults[apps.Manager]},
 		UpdatedAt: s.UpdatedAt,
 	}
 	if cp := s.Contact; cp != nil {
@@ -30,7 +30,7 @@ func toUser(u users.User) *model.User {
 		Email:       optional(u.Email),
 		Phone:       optional(u.Phone),
 		DisplayName: optional(u.DisplayName),
-		TwoFactor:   &model.UserTwoFactor{Web: u.TwoFactorWeb, Manager: u.TwoFactorManager, UserID: u.ID},
+		TwoFactor:   &model.UserTwoFactor{Web: u.TwoFactor[apps.Web], Manager: u.TwoFactor[apps.Manager], UserID: u.ID},
 		CreatedAt:   u.CreatedAt,
 	}
 }
@@ -49,7 +49,7 @@ func toAuditEvent(e audit.Event, id string) *model.AuditEvent {
 		out.TargetUser = &model.AuditActor{ID: e.Target.ID, DisplayName: optional(e.Target.Name)}
 	}
 	if e.App != "" {
-		app := toApp(users.App(e.App))
+		app := toApp(apps.App(e.App))
 		out.App = &app
 	}
 	return out
@@ -86,6 +86,18 @@ func fromApp(e model.App) apps.App {
 		return a
 	}
 	return apps.App(strings.ToLower(string(e)))
+}
+
+// defaultsOf is the apps whose default the input sets; an omitted field
+// leaves its app out (unchanged).
+func defaultsOf(in model.UpdateDefaultSettingsInput) map[apps.App]bool {
+	out := map[apps.App]bool{}
+	for app, v := range map[apps.App]*bool{apps.Web: in.Web, apps.Manager: in.Manager} {
+		if v != nil {
+			out[app] = *v
+		}
+	}
+	return out
 }
 
 func optional(s string) *string {

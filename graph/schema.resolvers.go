@@ -10,6 +10,7 @@ import (
 	"errors"
 
 	"github.com/twofactor/service/graph/model"
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
@@ -46,7 +47,7 @@ func (r *mutationResolver) UpdateDefaultSettings(ctx context.Context, input mode
 		return nil, r.toGQL(ctx, err)
 	}
 	s, err := r.SettingsService.UpdateDefaults(ctx, c, settings.DefaultsUpdate{
-		Web: input.Web, Manager: input.Manager, ExpectedUpdatedAt: input.ExpectedUpdatedAt,
+		Defaults: defaultsOf(input), ExpectedUpdatedAt: input.ExpectedUpdatedAt,
 	})
 	return r.settingsPayload(ctx, s, err)
 }
@@ -313,10 +314,10 @@ func (r *userTwoFactorResolver) LockedUntil(ctx context.Context, obj *model.User
 		return nil, r.toGQL(ctx, err)
 	}
 	out := &model.UserTwoFactorLocks{}
-	if t, ok := locks[users.Web]; ok {
+	if t, ok := locks[apps.Web]; ok {
 		out.Web = &t
 	}
-	if t, ok := locks[users.Manager]; ok {
+	if t, ok := locks[apps.Manager]; ok {
 		out.Manager = &t
 	}
 	return out, nil

@@ -2,7 +2,11 @@
 // Schema changes go through the versioned migrations in internal/store.
 package models
 
-import "time"
+import (
+	"time"
+
+	"github.com/twofactor/service/internal/apps"
+)
 
 // CompanySettings is one company's 2FA configuration. The row is created
 // with defaults the first time a company is seen.
@@ -30,6 +34,59 @@ type User struct {
 	TwoFactorManager bool `gorm:"not null"`
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+}
+
+// The per-app columns are named by the apps table (internal/apps); these
+// are the one place that maps a column to its field. An app added to the
+// table needs its field here and its case below (models_test.go checks
+// every app round-trips).
+
+// TwoFactor is the user's switch for app; false for an unknown app.
+func (u User) TwoFactor(app apps.App) bool {
+	p := u.twoFactorField(app)
+	return p != nil && *p
+}
+
+// SetTwoFactor sets the user's switch for app; an unknown app sets nothing.
+func (u *User) SetTwoFactor(app apps.App, on bool) {
+	if p := u.twoFactorField(app); p != nil {
+		*p = on
+	}
+}
+
+func (u *User) twoFactorField(app apps.App) *bool {
+	switch app.Column() {
+	case "two_factor_web":
+		return &u.TwoFactorWeb
+	case "two_factor_manager":
+		return &u.TwoFactorManager
+	}
+	return nil
+}
+
+// Default is the company's default switch for app; false for an unknown
+// app.
+func (s CompanySettings) Default(app apps.App) bool {
+	p := s.defaultField(app)
+	return p != nil && *p
+}
+
+// SetDefault sets the company's default for app; an unknown app sets
+// nothing.
+func (s *CompanySettings) SetDefault(app apps.App, on bool) {
+	if p := s.defaultField(app); p != nil {
+		*p = on
+	}
+}
+
+func (s *CompanySettings) defaultField(app apps.App) *bool {
+	switch app.DefaultColumn() {
+	case "default_web":
+		return &s.DefaultWeb
+	case "default_manager":
+		return &s.DefaultManager
+	}
+	return nil
 }
 
 // AuditEvent is an append-only audit row. Actor and target are snapshots

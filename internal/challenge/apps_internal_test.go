@@ -38,7 +38,7 @@ func TestRedisKeysPerAppDistinct(t *testing.T) {
 	k := keysFor("acme", "u1")
 	seen := map[string]apps.App{}
 	for _, app := range apps.All() {
-		for _, key := range []string{k.login(string(app)), k.lock(string(app))} {
+		for _, key := range []string{k.login(app), k.lock(app)} {
 			if other, dup := seen[key]; dup {
 				t.Errorf("%s and %s share the key %s", other, app, key)
 			}

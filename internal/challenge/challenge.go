@@ -223,7 +223,7 @@ func (s *Service) Issue(ctx context.Context, c auth.Caller, r IssueRequest) (Cha
 	if err != nil {
 		return Challenge{}, fmt.Errorf("issue challenge: %w", err)
 	}
-	if !u.TwoFactor(r.App) {
+	if !u.TwoFactor[r.App] {
 		return Challenge{}, &Refusal{Code: CodeNotEnabled, Message: "two-factor authentication is off for this user and app"}
 	}
 	set, err := s.Settings.ForCompany(ctx, c.Company)
@@ -247,7 +247,7 @@ func (s *Service) Issue(ctx context.Context, c auth.Caller, r IssueRequest) (Cha
 	k := keysFor(c.Company, userID)
 	now := s.Now()
 	res, err := issueScript.Run(ctx, s.Redis,
-		[]string{k.login(string(r.App)), k.lock(string(r.App)), k.issued(), k.challenge(id)},
+		[]string{k.login(r.App), k.lock(r.App), k.issued(), k.challenge(id)},
 		now.UnixMilli(), id, s.Codes.Hash(id, code), mode, string(r.Channel),
 		s.cfg.CodeTTL.Milliseconds(), s.cfg.ResendCooldown.Milliseconds(), s.cfg.MaxCodesPerWindow,
 		s.cfg.LoginWindow.Milliseconds(), s.cfg.MaxFailedAttempts, maskPhone0(u.Phone), maskEmail0(u.Email),
@@ -332,7 +332,7 @@ func (s *Service) deliver(ctx context.Context, company string, k keys, ch Challe
 			"destination", ch.Destination, "err", strings.ReplaceAll(err.Error(), code, "[code]"))
 		refusal = &Refusal{Code: CodeDeliveryFailed, Message: "the code could not be delivered; try again or use another channel"}
 	}
-	if err := failedScript.Run(ctx, s.Redis, []string{k.challenge(ch.ID), k.login(string(ch.App))}, ch.ID).Err(); err != nil {
+	if err := failedScript.Run(ctx, s.Redis, []string{k.challenge(ch.ID), k.login(ch.App)}, ch.ID).Err(); err != nil {
 		s.Logger.ErrorContext(ctx, "mark delivery failure", "err", err)
 	}
 	return refusal
@@ -374,7 +374,7 @@ func (s *Service) Verify(ctx context.Context, c auth.Caller, id, code string) (V
 	}
 	k := keysFor(c.Company, userID)
 	res, err := verifyScript.Run(ctx, s.Redis,
-		[]string{k.challenge(id), k.login(string(app)), k.lock(string(app))},
+		[]string{k.challenge(id), k.login(app), k.lock(app)},
 		s.Now().UnixMilli(), id, s.Codes.Hash(id, code), s.cfg.MaxFailedAttempts,
 		s.cfg.LockDuration.Milliseconds(), s.cfg.LoginWindow.Milliseconds(),
 	).Slice()
@@ -446,8 +446,8 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (Challenge,
 	k := keysFor(c.Company, userID)
 	pipe := s.Redis.Pipeline()
 	chCmd := pipe.HMGet(ctx, k.challenge(id), "st", "ch", "dest", "mode", "exp")
-	loginCmd := pipe.HMGet(ctx, k.login(string(app)), "cur", "failures", "email", "last", "start", "curexp")
-	lockCmd := pipe.Get(ctx, k.lock(string(app)))
+	loginCmd := pipe.HMGet(ctx, k.login(app), "cur", "failures", "email", "last", "start", "curexp")
+	lockCmd := pipe.Get(ctx, k.lock(app))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Challenge{}, fmt.Errorf("get challenge: %w: %v", ErrUnavailable, err)
 	}
@@ -505,7 +505,7 @@ func (s *Service) Unlock(ctx context.Context, c auth.Caller, userID string, app 
 		return users.User{}, fmt.Errorf("unlock: %w", err)
 	}
 	k := keysFor(c.Company, userID)
-	until, err := s.Redis.Get(ctx, k.lock(string(app))).Int64()
+	until, err := s.Redis.Get(ctx, k.lock(app)).Int64()
 	if errors.Is(err, redis.Nil) || (err == nil && until <= s.Now().UnixMilli()) {
 		return u, nil
 	}
@@ -525,7 +525,7 @@ func (s *Service) Unlock(ctx context.Context, c auth.Caller, userID string, app 
 	}
 	// The lock goes inside the audit transaction: if Redis fails, no row.
 	err = s.Audit.Record(ctx, e, func() error {
-		return s.Redis.Del(ctx, k.lock(string(app)), k.login(string(app))).Err()
+		return s.Redis.Del(ctx, k.lock(app), k.login(app)).Err()
 	})
 	if err != nil {
 		return users.User{}, fmt.Errorf("unlock: %w", err)
@@ -541,7 +541,7 @@ func (s *Service) Locks(ctx context.Context, company, userID string) (map[apps.A
 	all := apps.All()
 	lockKeys := make([]string, len(all))
 	for i, app := range all {
-		lockKeys[i] = k.lock(string(app))
+		lockKeys[i] = k.lock(app)
 	}
 	vals, err := s.Redis.MGet(ctx, lockKeys...).Result()
 	if err != nil {

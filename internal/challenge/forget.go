@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/twofactor/service/internal/users"
+	"github.com/twofactor/service/internal/apps"
 )
 
 var (
@@ -25,9 +25,6 @@ type State struct {
 	Redis redis.UniversalClient
 	Now   func() time.Time // nil for the wall clock
 }
-
-// stateApps are the apps whose keys a user may have.
-var stateApps = []users.App{users.Web, users.Manager}
 
 func (s *State) now() time.Time {
 	if s.Now == nil {
@@ -54,14 +51,15 @@ func (s *State) Void(ctx context.Context, company, userID string) error {
 	if err != nil {
 		return fmt.Errorf("void codes: %w", err)
 	}
-	ks := make([]string, 0, len(stateApps)+len(ids))
-	for _, app := range stateApps {
-		ks = append(ks, k.login(string(app)))
+	all := apps.All()
+	ks := make([]string, 0, len(all)+len(ids))
+	for _, app := range all {
+		ks = append(ks, k.login(app))
 	}
 	for _, id := range ids {
 		ks = append(ks, k.challenge(id))
 	}
-	if err := voidScript.Run(ctx, s.Redis, ks, len(stateApps)).Err(); err != nil {
+	if err := voidScript.Run(ctx, s.Redis, ks, len(all)).Err(); err != nil {
 		return fmt.Errorf("void codes: %w: %v", ErrUnavailable, err)
 	}
 	return nil
@@ -78,8 +76,8 @@ func (s *State) Forget(ctx context.Context, company, userID string) error {
 		return fmt.Errorf("forget user: %w", err)
 	}
 	ks := []string{k.issued()}
-	for _, app := range stateApps {
-		ks = append(ks, k.login(string(app)), k.lock(string(app)))
+	for _, app := range apps.All() {
+		ks = append(ks, k.login(app), k.lock(app))
 	}
 	for _, id := range ids {
 		ks = append(ks, k.challenge(id))
@@ -121,12 +119,13 @@ func (s *State) scanTag(ctx context.Context, k keys) ([]string, error) {
 // One pipelined round trip of GETs: the users' keys are in different
 // slots, so one MGET would not do on a cluster.
 func (s *State) Locked(ctx context.Context, company string, ids []string) (map[string]bool, error) {
+	all := apps.All()
 	pipe := s.Redis.Pipeline()
-	cmds := make([]*redis.StringCmd, 0, len(ids)*len(stateApps))
+	cmds := make([]*redis.StringCmd, 0, len(ids)*len(all))
 	for _, id := range ids {
 		k := keysFor(company, id)
-		for _, app := range stateApps {
-			cmds = append(cmds, pipe.Get(ctx, k.lock(string(app))))
+		for _, app := range all {
+			cmds = append(cmds, pipe.Get(ctx, k.lock(app)))
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -136,7 +135,7 @@ func (s *State) Locked(ctx context.Context, company string, ids []string) (map[s
 	out := make(map[string]bool, len(ids))
 	for i, cmd := range cmds {
 		if until, err := cmd.Int64(); err == nil && until > now {
-			out[ids[i/len(stateApps)]] = true
+			out[ids[i/len(all)]] = true
 		}
 	}
 	return out, nil

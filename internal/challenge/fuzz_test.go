@@ -32,7 +32,7 @@ func (oneUser) ByID(_ context.Context, company, id string) (users.User, error) {
 		return users.User{}, users.ErrNotFound
 	}
 	return users.User{Company: company, ID: id, Phone: "+37120000078", Email: "fuzz@example.com",
-		TwoFactorWeb: true, TwoFactorManager: true}, nil
+		TwoFactor: map[users.App]bool{users.Web: true, users.Manager: true}}, nil
 }
 
 type fixedSettings struct{}

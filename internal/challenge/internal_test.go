@@ -69,7 +69,7 @@ func TestKeysShareOneHashTag(t *testing.T) {
 		if tag == "" {
 			t.Fatalf("%q/%q: no hash tag in %s", tc.company, tc.user, k.issued())
 		}
-		for _, key := range []string{k.login("web"), k.lock("manager"), k.issued(), k.challenge("x.w.dTE")} {
+		for _, key := range []string{k.login(apps.Web), k.lock(apps.Manager), k.issued(), k.challenge("x.w.dTE")} {
 			if hashTag(key) != tag || strings.Count(key, "{") != 1 || strings.Count(key, "}") != 1 {
 				t.Errorf("key %s does not carry the user's hash tag %s alone", key, tag)
 			}
@@ -99,7 +99,7 @@ func tenantKeys(company, user string) []string {
 	k := keysFor(company, user)
 	var out []string
 	for _, app := range apps.All() {
-		out = append(out, k.login(string(app)), k.lock(string(app)))
+		out = append(out, k.login(app), k.lock(app))
 	}
 	return append(out, k.issued(), k.challenge("AAAAAAAAAAAAAAAAAAAAAA.w.eA"), smsKey(company, 1))
 }

@@ -42,10 +42,10 @@ func keysFor(company, user string) keys {
 
 func keyPart(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-// app is the app's name (string(apps.App)); the key carries its fixed
-// segment from the apps table (apps.App.Key), not the name.
-func (k keys) login(app string) string    { return k.tag + ":" + apps.App(app).Key() + ":login" }
-func (k keys) lock(app string) string     { return k.tag + ":" + apps.App(app).Key() + ":lock" }
+// login and lock carry the app's fixed segment from the apps table
+// (apps.App.Key), not its name.
+func (k keys) login(app apps.App) string  { return k.tag + ":" + app.Key() + ":login" }
+func (k keys) lock(app apps.App) string   { return k.tag + ":" + app.Key() + ":lock" }
 func (k keys) issued() string             { return k.tag + ":issued" }
 func (k keys) challenge(id string) string { return k.tag + ":ch:" + id }
 

@@ -23,7 +23,7 @@ type anyUser struct{}
 
 func (anyUser) ByID(_ context.Context, company, id string) (users.User, error) {
 	return users.User{Company: company, ID: id, Phone: "+37120000078", Email: "u@example.com",
-		TwoFactorWeb: true, TwoFactorManager: true}, nil
+		TwoFactor: map[users.App]bool{users.Web: true, users.Manager: true}}, nil
 }
 
 // outbox keeps the last code sent to each caller's company.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/apptest"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/testenv"
@@ -144,7 +145,7 @@ func TestApolloClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !settings.DefaultWeb || settings.DefaultManager {
-		t.Errorf("settings after the client: web %v manager %v, want web on, manager off", settings.DefaultWeb, settings.DefaultManager)
+	if !settings.Defaults[apps.Web] || settings.Defaults[apps.Manager] {
+		t.Errorf("settings after the client: web %v manager %v, want web on, manager off", settings.Defaults[apps.Web], settings.Defaults[apps.Manager])
 	}
 }

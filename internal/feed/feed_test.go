@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twofactor/service/internal/app"
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/apptest"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/settings"
@@ -129,7 +130,7 @@ func TestFilters(t *testing.T) {
 		}
 	}
 	off := false
-	must(s.App.Settings.UpdateDefaults(ctx, adminA, settings.DefaultsUpdate{Web: &off, Manager: &off}))
+	must(s.App.Settings.UpdateDefaults(ctx, adminA, settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Manager: off, apps.Web: off}}))
 	must(s.App.Users.Create(ctx, adminA, users.NewUser{ID: "u1"}))
 	must(s.App.Users.Create(ctx, adminA, users.NewUser{ID: "u2"}))
 	start := cursorOf(t, s, co, lastID(t, s, co))

@@ -3,10 +3,12 @@ package settings_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/settings"
 )
 
@@ -24,7 +26,7 @@ func TestExpectedUpdatedAt(t *testing.T) {
 				DeliveryMethod: method(settings.EmailOnly), ExpectedUpdatedAt: at})
 		}},
 		{"defaults", func(e env, at *time.Time) (settings.Settings, error) {
-			return e.svc.UpdateDefaults(context.Background(), e.root, settings.DefaultsUpdate{Web: &on, ExpectedUpdatedAt: at})
+			return e.svc.UpdateDefaults(context.Background(), e.root, settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Web: on}, ExpectedUpdatedAt: at})
 		}},
 	}
 	cases := []struct {
@@ -56,10 +58,10 @@ func TestExpectedUpdatedAt(t *testing.T) {
 					if !errors.Is(err, settings.ErrConflict) {
 						t.Fatalf("err = %v, want ErrConflict", err)
 					}
-					if got != before {
+					if !reflect.DeepEqual(got, before) {
 						t.Errorf("conflict returned %+v, want the current %+v", got, before)
 					}
-					if now, _ := e.svc.Get(context.Background(), e.root); now != before || e.auditRows(t) != 0 {
+					if now, _ := e.svc.Get(context.Background(), e.root); !reflect.DeepEqual(now, before) || e.auditRows(t) != 0 {
 						t.Errorf("a conflict wrote: settings %+v, %d audit rows", now, e.auditRows(t))
 					}
 					return
@@ -89,7 +91,7 @@ func TestConflictOnFirstUse(t *testing.T) {
 		t.Fatalf("err = %v, want ErrConflict", err)
 	}
 	stored, err := e.svc.Get(context.Background(), e.root)
-	if err != nil || got != stored || got.DeliveryMethod != settings.SMSWithEmailBackup {
+	if err != nil || !reflect.DeepEqual(got, stored) || got.DeliveryMethod != settings.SMSWithEmailBackup {
 		t.Errorf("conflict returned %+v; stored %+v, %v", got, stored, err)
 	}
 	if n := e.auditRows(t); n != 0 {
@@ -111,7 +113,7 @@ func TestBackToBackChangesMoveUpdatedAt(t *testing.T) {
 	for i := range 20 {
 		v := i%2 == 0
 		at := cur.UpdatedAt.Truncate(time.Millisecond) // as a client reads it
-		next, err := e.svc.UpdateDefaults(context.Background(), e.root, settings.DefaultsUpdate{Web: &v, ExpectedUpdatedAt: &at})
+		next, err := e.svc.UpdateDefaults(context.Background(), e.root, settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Web: v}, ExpectedUpdatedAt: &at})
 		if err != nil {
 			t.Fatalf("change %d: %v", i, err)
 		}
@@ -121,7 +123,7 @@ func TestBackToBackChangesMoveUpdatedAt(t *testing.T) {
 		cur = next
 	}
 	v := true
-	if _, err := e.svc.UpdateDefaults(context.Background(), e.root, settings.DefaultsUpdate{Web: &v, ExpectedUpdatedAt: &first}); !errors.Is(err, settings.ErrConflict) {
+	if _, err := e.svc.UpdateDefaults(context.Background(), e.root, settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Web: v}, ExpectedUpdatedAt: &first}); !errors.Is(err, settings.ErrConflict) {
 		t.Errorf("the first value after 20 changes: err = %v, want ErrConflict", err)
 	}
 }
@@ -148,9 +150,9 @@ func TestConcurrentExpectedUpdatedAt(t *testing.T) {
 			u := settings.DefaultsUpdate{ExpectedUpdatedAt: &cur.UpdatedAt}
 			on := true
 			if w%2 == 0 {
-				u.Web = &on
+				u.Defaults = map[apps.App]bool{apps.Web: on}
 			} else {
-				u.Manager = &on
+				u.Defaults = map[apps.App]bool{apps.Manager: on}
 			}
 			_, err := e.svc.UpdateDefaults(context.Background(), e.root, u)
 			mu.Lock()

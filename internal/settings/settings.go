@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/validation"
@@ -47,9 +48,9 @@ type Settings struct {
 	Company        string
 	DeliveryMethod DeliveryMethod
 	Contact        *ContactPerson
-	DefaultWeb     bool
-	DefaultManager bool
-	UpdatedAt      time.Time
+	// Defaults holds, for every app, whether new users start with 2FA on.
+	Defaults  map[apps.App]bool
+	UpdatedAt time.Time
 }
 
 // AuditWriter appends an audit row inside the caller's transaction and
@@ -182,10 +183,10 @@ func (s *Service) UpdateGeneral(ctx context.Context, c auth.Caller, u GeneralUpd
 	})
 }
 
-// DefaultsUpdate changes whether new users start with 2FA on. Nil fields
-// stay as they are.
+// DefaultsUpdate changes whether new users start with 2FA on. Apps not in
+// Defaults stay as they are.
 type DefaultsUpdate struct {
-	Web, Manager *bool
+	Defaults map[apps.App]bool
 	// ExpectedUpdatedAt works as in GeneralUpdate.
 	ExpectedUpdatedAt *time.Time
 }
@@ -196,15 +197,21 @@ func (s *Service) UpdateDefaults(ctx context.Context, c auth.Caller, u DefaultsU
 	if err := c.Require(auth.RoleAdmin); err != nil {
 		return Settings{}, fmt.Errorf("update default settings: %w", err)
 	}
-	return s.update(ctx, c, audit.DefaultSettingsChanged, u.ExpectedUpdatedAt, func(row *models.CompanySettings) audit.Change {
-		ch := audit.Change{Before: map[string]any{}, After: map[string]any{}}
-		if u.Web != nil && *u.Web != row.DefaultWeb {
-			ch.Before["web"], ch.After["web"] = row.DefaultWeb, *u.Web
-			row.DefaultWeb = *u.Web
+	for app := range u.Defaults {
+		if !app.Valid() {
+			var v validation.Errors
+			v.Add(validation.CodeInvalidValue, "unknown app", "app")
+			return Settings{}, fmt.Errorf("update default settings: %w", v)
 		}
-		if u.Manager != nil && *u.Manager != row.DefaultManager {
-			ch.Before["manager"], ch.After["manager"] = row.DefaultManager, *u.Manager
-			row.DefaultManager = *u.Manager
+	}
+	return s.update(ctx, c, audit.DefaultSettingsChanged, u.ExpectedUpdatedAt, func(row *models.CompanySettings) audit.Change {
+		// Audit details are keyed by the app's name ("web", "manager").
+		ch := audit.Change{Before: map[string]any{}, After: map[string]any{}}
+		for _, app := range apps.All() {
+			if on, ok := u.Defaults[app]; ok && on != row.Default(app) {
+				ch.Before[string(app)], ch.After[string(app)] = row.Default(app), on
+				row.SetDefault(app, on)
+			}
 		}
 		return ch
 	})
@@ -277,12 +284,15 @@ func nextStamp(prev, now time.Time) time.Time {
 }
 
 func fromRow(r models.CompanySettings) Settings {
+	defaults := make(map[apps.App]bool, len(apps.All()))
+	for _, app := range apps.All() {
+		defaults[app] = r.Default(app)
+	}
 	return Settings{
 		Company:        r.CompanyID,
 		DeliveryMethod: DeliveryMethod(r.DeliveryMethod),
 		Contact:        contactOf(r),
-		DefaultWeb:     r.DefaultWeb,
-		DefaultManager: r.DefaultManager,
+		Defaults:       defaults,
 		UpdatedAt:      r.UpdatedAt.UTC(),
 	}
 }

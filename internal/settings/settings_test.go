@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"sync"
 	"testing"
 
 	"gorm.io/gorm"
 
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/audit/audittest"
 	"github.com/twofactor/service/internal/auth"
@@ -83,9 +86,9 @@ func TestAuditFailureUndoesTheChange(t *testing.T) {
 			return err
 		}, func(r models.CompanySettings) bool { return r.ContactName != nil && *r.ContactName == "Jane" }},
 		{"UpdateDefaults", func(s *settings.Service, c auth.Caller) error {
-			_, err := s.UpdateDefaults(context.Background(), c, settings.DefaultsUpdate{Web: &on, Manager: &on})
+			_, err := s.UpdateDefaults(context.Background(), c, settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Manager: on, apps.Web: on}})
 			return err
-		}, func(r models.CompanySettings) bool { return r.DefaultWeb && r.DefaultManager }},
+		}, func(r models.CompanySettings) bool { return r.Default(apps.Web) && r.Default(apps.Manager) }},
 	}
 	for _, tc := range cases {
 		for _, firstUse := range []bool{false, true} {
@@ -129,7 +132,7 @@ func TestAuditFailureUndoesTheChange(t *testing.T) {
 					t.Fatal(err)
 				}
 				if after.DeliveryMethod != before.DeliveryMethod || after.Contact != nil ||
-					after.DefaultWeb != before.DefaultWeb || after.DefaultManager != before.DefaultManager ||
+					!maps.Equal(after.Defaults, before.Defaults) ||
 					!after.UpdatedAt.Equal(before.UpdatedAt) {
 					t.Errorf("settings = %+v, want unchanged %+v", after, before)
 				}
@@ -155,11 +158,11 @@ func TestDefaultsOnFirstUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Company != e.co || s.DeliveryMethod != settings.SMSWithEmailBackup || s.Contact != nil || s.DefaultWeb || s.DefaultManager || s.UpdatedAt.IsZero() {
+	if s.Company != e.co || s.DeliveryMethod != settings.SMSWithEmailBackup || s.Contact != nil || s.Defaults[apps.Web] || s.Defaults[apps.Manager] || s.UpdatedAt.IsZero() {
 		t.Errorf("first use = %+v", s)
 	}
 	again, err := e.svc.Get(context.Background(), e.root)
-	if err != nil || again != s {
+	if err != nil || !reflect.DeepEqual(again, s) {
 		t.Errorf("second read = %+v, %v; want %+v", again, err, s)
 	}
 	if n := e.settingsRows(t); n != 1 {
@@ -177,7 +180,7 @@ func TestOnlyAdmins(t *testing.T) {
 		c := auth.Caller{UserID: "x", Company: e.co, Role: role}
 		_, err1 := e.svc.Get(context.Background(), c)
 		_, err2 := e.svc.UpdateGeneral(context.Background(), c, settings.GeneralUpdate{DeliveryMethod: method(settings.EmailOnly)})
-		_, err3 := e.svc.UpdateDefaults(context.Background(), c, settings.DefaultsUpdate{Web: &on})
+		_, err3 := e.svc.UpdateDefaults(context.Background(), c, settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Web: on}})
 		for i, err := range []error{err1, err2, err3} {
 			if !errors.Is(err, auth.ErrForbidden) {
 				t.Errorf("role %q call %d: err = %v, want ErrForbidden", role, i, err)
@@ -237,9 +240,9 @@ func TestConcurrentUpdatesChain(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				v := (w+i)%2 == 0
-				u := settings.DefaultsUpdate{Web: &v}
+				u := settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Web: v}}
 				if w%2 == 1 {
-					u = settings.DefaultsUpdate{Manager: &v, Web: &v}
+					u = settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Manager: v, apps.Web: v}}
 				}
 				if _, err := e.svc.UpdateDefaults(context.Background(), e.root, u); err != nil {
 					errs <- err
@@ -284,7 +287,7 @@ func TestConcurrentUpdatesChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.DefaultWeb != state["web"] || got.DefaultManager != state["manager"] {
-		t.Errorf("stored %v/%v, audit log ends at %v", got.DefaultWeb, got.DefaultManager, state)
+	if got.Defaults[apps.Web] != state["web"] || got.Defaults[apps.Manager] != state["manager"] {
+		t.Errorf("stored %v/%v, audit log ends at %v", got.Defaults[apps.Web], got.Defaults[apps.Manager], state)
 	}
 }

@@ -62,10 +62,10 @@ func (s *Service) SetTwoFactorFor(ctx context.Context, c auth.Caller, sw Switch)
 // switchBatch switches the next batch of candidates after id last, in one
 // transaction. next is the last candidate read, or "" at the end.
 func (s *Service) switchBatch(ctx context.Context, c auth.Caller, sw Switch, last string) (int, string, error) {
-	col := "two_factor_web"
-	if sw.App == Manager {
-		col = "two_factor_manager"
+	if !sw.App.Valid() { // SetTwoFactorFor refused it; never an empty column
+		return 0, "", fmt.Errorf("unknown app %q", sw.App)
 	}
+	col := sw.App.Column()
 	var (
 		events []*audit.Event
 		next   string

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/users"
@@ -38,7 +39,7 @@ func TestCreateReadsDefaultsInItsTransaction(t *testing.T) {
 		defer wg.Done()
 		for i := range flips {
 			web, manager := i%2 == 0, i%4 < 2 // both switches change, not always together
-			if _, err := e.settings.UpdateDefaults(context.Background(), e.admin, settings.DefaultsUpdate{Web: &web, Manager: &manager}); err != nil {
+			if _, err := e.settings.UpdateDefaults(context.Background(), e.admin, settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Manager: manager, apps.Web: web}}); err != nil {
 				errs <- err
 			}
 		}
@@ -86,9 +87,9 @@ func checkDefaultsByAuditOrder(t *testing.T, e env) {
 			if !ok {
 				t.Fatalf("audit row %d names user %q, who does not exist", r.ID, *r.TargetUserID)
 			}
-			if u.TwoFactorWeb != state["web"] || u.TwoFactorManager != state["manager"] {
+			if u.TwoFactor(apps.Web) != state["web"] || u.TwoFactor(apps.Manager) != state["manager"] {
 				t.Errorf("user %s has web=%v manager=%v; the defaults at its audit row %d were %v",
-					u.ID, u.TwoFactorWeb, u.TwoFactorManager, r.ID, state)
+					u.ID, u.TwoFactor(apps.Web), u.TwoFactor(apps.Manager), r.ID, state)
 			}
 			created++
 		}

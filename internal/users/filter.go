@@ -43,11 +43,12 @@ func (f *Filter) where(q *gorm.DB) *gorm.DB {
 	if f == nil || f.TwoFactor == nil {
 		return q
 	}
-	col := "two_factor_web"
-	if f.TwoFactor.App == Manager {
-		col = "two_factor_manager"
+	// validate refused an unknown app; were one to get here, its empty
+	// column must not become an empty condition.
+	if !f.TwoFactor.App.Valid() {
+		return q.Where("1 = 0")
 	}
-	return q.Where(col+" = ?", f.TwoFactor.Enabled)
+	return q.Where(f.TwoFactor.App.Column()+" = ?", f.TwoFactor.Enabled)
 }
 
 // keepLocked filters rows by f's lock condition, reading the locks in one

@@ -177,7 +177,7 @@ func (s *Service) insertMany(tx *gorm.DB, c auth.Caller, rows []models.User) ([]
 		return nil, err
 	}
 	for i := range rows {
-		rows[i].TwoFactorWeb, rows[i].TwoFactorManager = defaults.DefaultWeb, defaults.DefaultManager
+		applyDefaults(&rows[i], defaults)
 	}
 	res := tx.Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(&rows, MaxUpsert)
 	if res.Error != nil {

@@ -40,26 +40,15 @@ var (
 
 // User is a platform user.
 type User struct {
-	Company          string
-	ID               string
-	Email            string
-	Phone            string
-	DisplayName      string
-	TwoFactorWeb     bool
-	TwoFactorManager bool
-	CreatedAt        time.Time
-}
-
-// TwoFactor reports whether 2FA is on for app; off for an unknown app,
-// never another app's switch.
-func (u User) TwoFactor(app App) bool {
-	switch app {
-	case Web:
-		return u.TwoFactorWeb
-	case Manager:
-		return u.TwoFactorManager
-	}
-	return false
+	Company     string
+	ID          string
+	Email       string
+	Phone       string
+	DisplayName string
+	// TwoFactor holds, for every app, whether 2FA is on. An unknown app
+	// reads as off.
+	TwoFactor map[App]bool
+	CreatedAt time.Time
 }
 
 // AuditWriter appends an audit row inside the caller's transaction and
@@ -158,14 +147,13 @@ func (s *Service) insert(tx *gorm.DB, c auth.Caller, n NewUser) (models.User, *a
 		return models.User{}, nil, err
 	}
 	row := models.User{
-		CompanyID:        c.Company,
-		ID:               n.ID,
-		Email:            models.Nullable(n.Email),
-		Phone:            models.Nullable(n.Phone),
-		DisplayName:      models.Nullable(n.DisplayName),
-		TwoFactorWeb:     defaults.DefaultWeb,
-		TwoFactorManager: defaults.DefaultManager,
+		CompanyID:   c.Company,
+		ID:          n.ID,
+		Email:       models.Nullable(n.Email),
+		Phone:       models.Nullable(n.Phone),
+		DisplayName: models.Nullable(n.DisplayName),
 	}
+	applyDefaults(&row, defaults)
 	res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
 	if res.Error != nil {
 		return row, nil, res.Error
@@ -210,9 +198,9 @@ func (s *Service) ByID(ctx context.Context, company, id string) (User, error) {
 
 // ListRequest pages through users by id.
 type ListRequest struct {
-	First *int
-	After string
-	Query string // case-insensitive substring of id, email or display name
+	First  *int
+	After  string
+	Query  string // case-insensitive substring of id, email or display name
 	Filter *Filter
 }
 
@@ -339,16 +327,12 @@ func (s *Service) SetTwoFactor(ctx context.Context, c auth.Caller, id string, ap
 		if err != nil {
 			return err
 		}
-		field := &row.TwoFactorWeb
-		if app == Manager {
-			field = &row.TwoFactorManager
-		}
-		if *field == enabled {
+		before := row.TwoFactor(app)
+		if before == enabled {
 			return nil
 		}
-		before := *field
-		*field = enabled
-		if err := tx.Save(&row).Error; err != nil {
+		row.SetTwoFactor(app, enabled)
+		if err := tx.Model(&row).Update(app.Column(), enabled).Error; err != nil {
 			return err
 		}
 		action := audit.UserTwoFactorDisabled
@@ -375,10 +359,23 @@ func (s *Service) SetTwoFactor(ctx context.Context, c auth.Caller, id string, ap
 	return fromRow(row), nil
 }
 
+// applyDefaults sets every app's switch of a new row to the company's
+// default.
+func applyDefaults(row *models.User, defaults settings.Settings) {
+	for _, app := range apps.All() {
+		row.SetTwoFactor(app, defaults.Defaults[app])
+	}
+}
+
 func target(u User) *audit.Party { return &audit.Party{ID: u.ID, Name: u.DisplayName} }
 
 func snapshot(u User) map[string]any {
-	m := map[string]any{"twoFactor": map[string]bool{"web": u.TwoFactorWeb, "manager": u.TwoFactorManager}}
+	// Keyed by the app's name: {"web": ..., "manager": ...}.
+	twoFactor := make(map[string]bool, len(u.TwoFactor))
+	for _, app := range apps.All() {
+		twoFactor[string(app)] = u.TwoFactor[app]
+	}
+	m := map[string]any{"twoFactor": twoFactor}
 	for k, v := range map[string]string{"email": u.Email, "phone": u.Phone, "displayName": u.DisplayName} {
 		if v != "" {
 			m[k] = v
@@ -388,15 +385,18 @@ func snapshot(u User) map[string]any {
 }
 
 func fromRow(r models.User) User {
+	twoFactor := make(map[App]bool, len(apps.All()))
+	for _, app := range apps.All() {
+		twoFactor[app] = r.TwoFactor(app)
+	}
 	return User{
-		Company:          r.CompanyID,
-		ID:               r.ID,
-		Email:            models.Value(r.Email),
-		Phone:            models.Value(r.Phone),
-		DisplayName:      models.Value(r.DisplayName),
-		TwoFactorWeb:     r.TwoFactorWeb,
-		TwoFactorManager: r.TwoFactorManager,
-		CreatedAt:        r.CreatedAt.UTC(),
+		Company:     r.CompanyID,
+		ID:          r.ID,
+		Email:       models.Value(r.Email),
+		Phone:       models.Value(r.Phone),
+		DisplayName: models.Value(r.DisplayName),
+		TwoFactor:   twoFactor,
+		CreatedAt:   r.CreatedAt.UTC(),
 	}
 }
 

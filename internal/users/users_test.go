@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
 
 	"gorm.io/gorm"
 
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/audit/audittest"
 	"github.com/twofactor/service/internal/auth"
@@ -113,7 +115,7 @@ func TestSetTwoFactorAuditFailureLeavesNothing(t *testing.T) {
 				fl := &audittest.FailingLog{Log: e.log, T: t}
 				fl.InTx = func(tx *gorm.DB) {
 					r, _ := e.userRow(t, tx, "u1")
-					if got := map[users.App]bool{users.Web: r.TwoFactorWeb, users.Manager: r.TwoFactorManager}[app]; got != enabled {
+					if got := r.TwoFactor(app); got != enabled {
 						t.Error("the switch is not changed in the transaction when the audit row is written")
 					}
 				}
@@ -125,7 +127,7 @@ func TestSetTwoFactorAuditFailureLeavesNothing(t *testing.T) {
 					t.Errorf("writes = %d, announced = %d; want 1, 0", fl.Writes, fl.Announced)
 				}
 				after, _ := e.userRow(t, e.db, "u1")
-				if after.TwoFactorWeb != before.TwoFactorWeb || after.TwoFactorManager != before.TwoFactorManager || !after.UpdatedAt.Equal(before.UpdatedAt) {
+				if !maps.Equal(switches(after), switches(before)) || !after.UpdatedAt.Equal(before.UpdatedAt) {
 					t.Errorf("user = %+v, want unchanged %+v", after, before)
 				}
 				if n := e.count(t, &models.AuditEvent{}); n != rows {
@@ -139,7 +141,7 @@ func TestSetTwoFactorAuditFailureLeavesNothing(t *testing.T) {
 func TestCreateFollowsDefaults(t *testing.T) {
 	e := newEnv(t)
 	on, off := true, false
-	if _, err := e.settings.UpdateDefaults(context.Background(), e.admin, settings.DefaultsUpdate{Manager: &on, Web: &off}); err != nil {
+	if _, err := e.settings.UpdateDefaults(context.Background(), e.admin, settings.DefaultsUpdate{Defaults: map[apps.App]bool{apps.Manager: on, apps.Web: off}}); err != nil {
 		t.Fatal(err)
 	}
 	u, err := e.svc.Create(context.Background(), auth.Caller{UserID: "svc", Company: e.co, Role: auth.RoleService},
@@ -147,7 +149,7 @@ func TestCreateFollowsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.TwoFactorWeb || !u.TwoFactorManager || u.CreatedAt.IsZero() || u.Company != e.co {
+	if u.TwoFactor[apps.Web] || !u.TwoFactor[apps.Manager] || u.CreatedAt.IsZero() || u.Company != e.co {
 		t.Errorf("user = %+v", u)
 	}
 }
@@ -192,7 +194,7 @@ func TestRoles(t *testing.T) {
 	if _, err := e.svc.SetTwoFactor(ctx, e.admin, "u1", users.App("desktop"), true); !errors.As(err, new(validation.Errors)) {
 		t.Errorf("unknown app: %v, want validation errors", err)
 	}
-	if u, _ := e.userRow(t, e.db, "u1"); u.TwoFactorWeb {
+	if u, _ := e.userRow(t, e.db, "u1"); u.TwoFactor(apps.Web) {
 		t.Error("a denied call turned web on")
 	}
 	if n := e.count(t, &models.AuditEvent{}); n != 1 {
@@ -283,8 +285,8 @@ func TestConcurrentSwitchesChain(t *testing.T) {
 		state[app] = ch.After.Enabled
 	}
 	u, _ := e.userRow(t, e.db, "u1")
-	if u.TwoFactorWeb != state["web"] || u.TwoFactorManager != state["manager"] {
-		t.Errorf("stored web=%v manager=%v, audit log ends at %v", u.TwoFactorWeb, u.TwoFactorManager, state)
+	if u.TwoFactor(apps.Web) != state["web"] || u.TwoFactor(apps.Manager) != state["manager"] {
+		t.Errorf("stored web=%v manager=%v, audit log ends at %v", u.TwoFactor(apps.Web), u.TwoFactor(apps.Manager), state)
 	}
 }
 
@@ -361,4 +363,13 @@ func TestListQueryLength(t *testing.T) {
 	if !errors.As(err, &verr) || verr[0].Code != validation.CodeTooLong {
 		t.Errorf("List(201 characters): %v, want TOO_LONG", err)
 	}
+}
+
+// switches is a row's 2FA switch for every app.
+func switches(r models.User) map[apps.App]bool {
+	out := map[apps.App]bool{}
+	for _, a := range apps.All() {
+		out[a] = r.TwoFactor(a)
+	}
+	return out
 }
