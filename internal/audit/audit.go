@@ -105,12 +105,24 @@ func (l *Log) Announce(ctx context.Context, events ...*Event) {
 	if l.notifier == nil {
 		return
 	}
+	// A notice says "the company's log grew to id N" and readers fetch
+	// every row past their cursor, so one notice per company, with its
+	// newest id, says all that events do: a bulk change of 500 users is
+	// one publish, not 500.
+	newest := map[string]int64{}
+	var order []string
 	for _, e := range events {
 		if e == nil || e.ID == 0 {
 			continue
 		}
-		if err := l.notifier.Notify(ctx, e.Company, e.ID); err != nil {
-			l.logger.WarnContext(ctx, "announce audit event", "company", e.Company, "id", e.ID, "err", err)
+		if _, seen := newest[e.Company]; !seen {
+			order = append(order, e.Company)
+		}
+		newest[e.Company] = max(newest[e.Company], e.ID)
+	}
+	for _, company := range order {
+		if err := l.notifier.Notify(ctx, company, newest[company]); err != nil {
+			l.logger.WarnContext(ctx, "announce audit event", "company", company, "id", newest[company], "err", err)
 		}
 	}
 }
