@@ -71,6 +71,9 @@ func (s *Service) switchBatch(ctx context.Context, c auth.Caller, sw Switch, las
 		next   string
 	)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := customPlans(tx); err != nil { // as in Upsert: batches of ids
+			return err
+		}
 		// Only users whose switch differs are candidates: the rest need
 		// no write and no audit row.
 		q := sw.Filter.where(tx.Clauses(clause.Locking{Strength: "UPDATE"}).
