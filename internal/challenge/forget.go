@@ -65,10 +65,10 @@ func (s *State) Void(ctx context.Context, company, userID string) error {
 	return nil
 }
 
-// Forget deletes every key of the user: codes, counters, locks. The keys
-// are named by the key builders and deleted in one DEL (one hash tag, one
-// slot); a challenge whose id already left the issued set is found by a
-// SCAN of the tag on the slot's node.
+// Forget deletes every key of the user: codes, counters, locks, in one
+// DEL (one hash tag, one slot). The keys are named by the key builders:
+// the issued set holds every challenge whose hash may still exist
+// (issue.lua), so no SCAN of the keyspace is needed.
 func (s *State) Forget(ctx context.Context, company, userID string) error {
 	k := keysFor(company, userID)
 	ids, err := s.issuedIDs(ctx, k)
@@ -82,37 +82,10 @@ func (s *State) Forget(ctx context.Context, company, userID string) error {
 	for _, id := range ids {
 		ks = append(ks, k.challenge(id))
 	}
-	rest, err := s.scanTag(ctx, k)
-	if err != nil {
-		return fmt.Errorf("forget user: %w", err)
-	}
-	if err := s.Redis.Del(ctx, append(ks, rest...)...).Err(); err != nil {
+	if err := s.Redis.Del(ctx, ks...).Err(); err != nil {
 		return fmt.Errorf("forget user: %w: %v", ErrUnavailable, err)
 	}
 	return nil
-}
-
-// scanTag lists the keys under k's hash tag, on the node that holds its
-// slot. The tag is base64url inside braces: nothing in it is a pattern
-// character.
-func (s *State) scanTag(ctx context.Context, k keys) ([]string, error) {
-	var node redis.Cmdable = s.Redis
-	if cc, ok := s.Redis.(*redis.ClusterClient); ok {
-		c, err := cc.MasterForKey(ctx, k.tag)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		node = c
-	}
-	var out []string
-	iter := node.Scan(ctx, 0, k.tag+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		out = append(out, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	return out, nil
 }
 
 // Locked tells which of ids, users of company, are locked now in any app.

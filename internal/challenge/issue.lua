@@ -37,9 +37,13 @@ if last > 0 and now - last < cooldown then
   return {'RESEND_TOO_SOON', last + cooldown - now}
 end
 
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-if redis.call('ZCARD', KEYS[3]) >= maxCodes then
-  local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+-- The issued set keeps every challenge whose hash may still exist (a hash
+-- lives window + ttl), so that forgetting a user can name all its keys;
+-- the rate counts only the codes of the last window.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('(%d', now - window - ttl))
+local since = string.format('(%d', now - window)
+if redis.call('ZCOUNT', KEYS[3], since, '+inf') >= maxCodes then
+  local oldest = redis.call('ZRANGEBYSCORE', KEYS[3], since, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return {'RATE_LIMITED', tonumber(oldest[2]) + window - now}
 end
 
@@ -65,7 +69,7 @@ redis.call('PEXPIRE', KEYS[4], window + ttl)
 redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'curexp', expires, 'last', now)
 redis.call('PEXPIRE', KEYS[1], start + window - now + ttl)
 redis.call('ZADD', KEYS[3], now, ARGV[2])
-redis.call('PEXPIRE', KEYS[3], window)
+redis.call('PEXPIRE', KEYS[3], window + ttl)
 
 local email = '0'
 if emailOK then email = '1' end
