@@ -21,6 +21,7 @@ import (
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/delivery"
+	"github.com/twofactor/service/internal/mask"
 	"github.com/twofactor/service/internal/otp"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/users"
@@ -250,7 +251,7 @@ func (s *Service) Issue(ctx context.Context, c auth.Caller, r IssueRequest) (Cha
 		[]string{k.login(r.App), k.lock(r.App), k.issued(), k.challenge(id)},
 		now.UnixMilli(), id, s.Codes.Hash(id, code), mode, string(r.Channel),
 		s.cfg.CodeTTL.Milliseconds(), s.cfg.ResendCooldown.Milliseconds(), s.cfg.MaxCodesPerWindow,
-		s.cfg.LoginWindow.Milliseconds(), s.cfg.MaxFailedAttempts, maskPhone0(u.Phone), maskEmail0(u.Email),
+		s.cfg.LoginWindow.Milliseconds(), s.cfg.MaxFailedAttempts, mask.Phone(u.Phone), mask.Email(u.Email),
 	).Slice()
 	if err != nil {
 		return Challenge{}, fmt.Errorf("issue challenge: %w: %v", ErrUnavailable, err)
@@ -283,11 +284,9 @@ func (s *Service) Issue(ctx context.Context, c auth.Caller, r IssueRequest) (Cha
 		AvailableChannels: available(mode, rep.str(5) == "1"),
 		Status:            Pending,
 	}
-	// Mask only the address in use: a user without a phone gets email, and
-	// masking an empty phone would panic.
-	to, dest := u.Phone, maskPhone0
+	to, dest := u.Phone, mask.Phone
 	if ch.Channel == Email {
-		to, dest = u.Email, maskEmail0
+		to, dest = u.Email, mask.Email
 	}
 	ch.Destination = dest(to)
 	if refusal := s.deliver(ctx, c.Company, k, ch, to, code); refusal != nil {
@@ -612,20 +611,6 @@ func available(mode string, emailUnlocked bool) []Channel {
 		return []Channel{SMS, Email}
 	}
 	return []Channel{SMS}
-}
-
-func maskPhone0(p string) string {
-	if p == "" {
-		return ""
-	}
-	return maskPhone(p)
-}
-
-func maskEmail0(e string) string {
-	if e == "" {
-		return ""
-	}
-	return maskEmail(e)
 }
 
 func lower(s string) string {
