@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/twofactor/service/internal/assertion"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
@@ -64,11 +66,27 @@ type harness struct {
 	caller auth.Caller
 	offset atomic.Int64 // added to the wall clock
 	last   atomic.Value // the last code sent
+	redis  redis.UniversalClient
 }
 
 func newHarness(t testing.TB, cfg challenge.Config) *harness {
 	t.Helper()
 	b := testenv.Open(t)
+	h := &harness{caller: auth.Caller{UserID: fuzzUser, Company: testenv.Company(t), Role: auth.RoleUser}, redis: b.Redis.Client}
+	now := func() time.Time { return time.Now().Add(time.Duration(h.offset.Load())) }
+	sender := delivery.SenderFunc(func(_ context.Context, m delivery.Message) error {
+		h.last.Store(regexp.MustCompile(`\d{6}`).FindString(m.Text))
+		return nil
+	})
+	h.svc = newService(t, b, oneUser{}, sender, now, cfg)
+	return h
+}
+
+// newService is the challenge service on b's Redis, with users, one
+// sender for both channels, a fixed code key, fake settings and audit,
+// and the clock now (nil for the wall clock).
+func newService(t testing.TB, b testenv.Backends, u challenge.UserLookup, sender delivery.Sender, now func() time.Time, cfg challenge.Config) *challenge.Service {
+	t.Helper()
 	codes, err := otp.NewHasher([]byte(strings.Repeat("k", otp.MinKeyLen)), 6)
 	if err != nil {
 		t.Fatal(err)
@@ -77,20 +95,14 @@ func newHarness(t testing.TB, cfg challenge.Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{caller: auth.Caller{UserID: fuzzUser, Company: testenv.Company(t), Role: auth.RoleUser}}
-	now := func() time.Time { return time.Now().Add(time.Duration(h.offset.Load())) }
-	sender := delivery.SenderFunc(func(_ context.Context, m delivery.Message) error {
-		h.last.Store(regexp.MustCompile(`\d{6}`).FindString(m.Text))
-		return nil
-	})
-	h.svc, err = challenge.NewService(challenge.Deps{
-		Redis: b.Redis.Client, Users: oneUser{}, Settings: fixedSettings{}, Audit: &auditRows{},
+	svc, err := challenge.NewService(challenge.Deps{
+		Redis: b.Redis.Client, Users: u, Settings: fixedSettings{}, Audit: &auditRows{},
 		Codes: codes, Signer: assertion.NewSigner("fuzz", key, now), SMS: sender, Email: sender, Now: now,
 	}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h
+	return svc
 }
 
 // issue gets a fresh code, past the cooldown of the last one.

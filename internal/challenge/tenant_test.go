@@ -2,18 +2,14 @@ package challenge_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/twofactor/service/internal/assertion"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/delivery"
-	"github.com/twofactor/service/internal/otp"
 	"github.com/twofactor/service/internal/testenv"
 	"github.com/twofactor/service/internal/users"
 )
@@ -51,23 +47,8 @@ func (o *outbox) code() string {
 // "jane:u:x". Now the lock stays with the tenant that earned it.
 func TestRedisKeyCollisionsAcrossTenants(t *testing.T) {
 	t.Parallel()
-	b := testenv.Open(t)
-	codes, err := otp.NewHasher([]byte(strings.Repeat("k", otp.MinKeyLen)), 6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := &outbox{}
-	svc, err := challenge.NewService(challenge.Deps{
-		Redis: b.Redis.Client, Users: anyUser{}, Settings: fixedSettings{}, Audit: &auditRows{},
-		Codes: codes, Signer: assertion.NewSigner("t", key, nil), SMS: out, Email: out,
-	}, challenge.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newService(t, testenv.Open(t), anyUser{}, out, nil, challenge.Config{})
 	ctx := context.Background()
 	co := testenv.Company(t)
 	attacker := auth.Caller{Company: co + ":u:jane", UserID: "x", Role: auth.RoleUser}
