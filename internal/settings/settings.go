@@ -82,12 +82,7 @@ func (s *Service) Get(ctx context.Context, c auth.Caller) (Settings, error) {
 // ForCompany returns a company's settings, creating the defaults on first
 // use. It is for other services acting on the company's behalf.
 func (s *Service) ForCompany(ctx context.Context, company string) (Settings, error) {
-	var row models.CompanySettings
-	db := s.db.WithContext(ctx)
-	err := db.Where("company_id = ?", company).Take(&row).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		row, err = load(db, company, "")
-	}
+	row, err := load(s.db.WithContext(ctx), company, "")
 	if err != nil {
 		return Settings{}, fmt.Errorf("get settings: %w", err)
 	}
@@ -106,19 +101,28 @@ func (s *Service) DefaultsIn(tx *gorm.DB, company string) (Settings, error) {
 	return fromRow(row), nil
 }
 
-// load reads the row, inserting the defaults when it does not exist yet,
-// with a row lock of the given strength ("UPDATE", "SHARE") unless empty.
+// load reads the row with a row lock of the given strength ("UPDATE",
+// "SHARE") unless empty. Only a company seen for the first time costs
+// more than that one SELECT: its defaults row is inserted (a concurrent
+// first use is no conflict) and read again.
 func load(tx *gorm.DB, company, lock string) (models.CompanySettings, error) {
-	row := models.CompanySettings{CompanyID: company, DeliveryMethod: string(SMSWithEmailBackup)}
+	take := func(row *models.CompanySettings) error {
+		q := tx.Where("company_id = ?", company)
+		if lock != "" {
+			q = q.Clauses(clause.Locking{Strength: lock})
+		}
+		return q.Take(row).Error
+	}
+	var row models.CompanySettings
+	err := take(&row)
+	if !errors.Is(err, gorm.ErrRecordNotFound) {
+		return row, err
+	}
+	row = models.CompanySettings{CompanyID: company, DeliveryMethod: string(SMSWithEmailBackup)}
 	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
 		return row, err
 	}
-	q := tx.Where("company_id = ?", company)
-	if lock != "" {
-		q = q.Clauses(clause.Locking{Strength: lock})
-	}
-	err := q.Take(&row).Error
-	return row, err
+	return row, take(&row)
 }
 
 // GeneralUpdate changes the general settings. Nil fields stay as they
