@@ -75,7 +75,9 @@ func (s *Service) Upsert(ctx context.Context, c auth.Caller, items []NewUser) ([
 		voidIDs []string
 	)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := customPlans(tx); err != nil {
+		// 500-id batches: a generic plan made while the company was
+		// small scans all its users (see store.PlanPerExecution).
+		if err := store.PlanPerExecution(tx); err != nil {
 			return err
 		}
 		var err error
@@ -146,22 +148,6 @@ func (s *Service) upsertIn(tx *gorm.DB, c auth.Caller, items []NewUser) ([]Upser
 		}
 	}
 	return out, events, voidIDs, nil
-}
-
-// customPlans makes PostgreSQL plan this transaction's statements for
-// their actual values. A prepared statement's cached generic plan, made
-// while a company had few users, went on scanning all of them (through
-// the (company_id, email) index) for each batch's 500 ids: an import got
-// slower with every batch (30,000 users: 256 ms a batch instead of 3).
-// SET LOCAL ends with the transaction, so it also suits PgBouncer.
-func customPlans(tx *gorm.DB) error {
-	if !store.IsPostgres(tx) {
-		return nil
-	}
-	if err := tx.Exec("SET LOCAL plan_cache_mode = force_custom_plan").Error; err != nil {
-		return fmt.Errorf("plan per statement: %w", err)
-	}
-	return nil
 }
 
 // lockUsers reads the items' existing users, locked, in one SELECT.
