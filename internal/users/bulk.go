@@ -3,12 +3,14 @@ package users
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
+	"github.com/twofactor/service/internal/store"
 	"github.com/twofactor/service/internal/validation"
 	"github.com/twofactor/service/models"
 )
@@ -40,6 +42,12 @@ func (s *Service) SetTwoFactorFor(ctx context.Context, c auth.Caller, sw Switch)
 	}
 	if len(sw.IDs) > MaxUpsert {
 		v.Add(validation.CodeInvalidValue, fmt.Sprintf("at most %d ids per call", MaxUpsert), "userIds")
+	} else {
+		// No stored id fails these rules, so a faulty one is a mistake to
+		// report, not a silent non-match (nor 500 ids of megabytes each).
+		for i, id := range sw.IDs {
+			v.ID(id, "userIds", strconv.Itoa(i))
+		}
 	}
 	sw.Filter.validate(&v, "filter")
 	if err := v.Err(); err != nil {
@@ -71,7 +79,7 @@ func (s *Service) switchBatch(ctx context.Context, c auth.Caller, sw Switch, las
 		next   string
 	)
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := customPlans(tx); err != nil { // as in Upsert: batches of ids
+		if err := store.PlanPerExecution(tx); err != nil { // as in Upsert: batches of ids
 			return err
 		}
 		// Only users whose switch differs are candidates: the rest need
