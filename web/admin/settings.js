@@ -2,7 +2,8 @@
 // twoFactorSettings, saved with updateGeneralSettings and
 // updateDefaultSettings. Each form tracks what was loaded, so Save is only
 // enabled when something changed, and says "Saved" once it is.
-import { $, fieldKey, describeError, formatTime } from './util.js';
+import { $, fieldKey, describeError } from './util.js';
+import { formatTime } from '/assets/shared/time.js';
 
 const SETTINGS = `
   general { deliveryMethod contactPerson { name email phone } }
@@ -35,7 +36,8 @@ const expectedAt = (client) => loadSettings(client).then((s) => s.updatedAt, () 
 const CONFLICT_TEXT = 'Not saved: someone else changed these settings; they are reloaded below.';
 const conflicted = (p) => p.userErrors.some((e) => e.code === 'CONFLICT');
 
-// formState runs a form's Save button and status line.
+// formState runs a form's Save button and status line. A form is busy
+// while its status is "saving".
 function formState(prefix) {
   const save = $('#' + prefix + '-save');
   const reset = $('#' + prefix + '-reset');
@@ -48,6 +50,69 @@ function formState(prefix) {
       reset.disabled = state !== 'dirty';
       save.setAttribute('aria-busy', state === 'saving' ? 'true' : 'false');
     },
+    get busy() {
+      return status.dataset.state === 'saving';
+    },
+  };
+}
+
+// saveMutation is the mutation that saves one form's part of the settings.
+const saveMutation = (operation, field, inputType) => `mutation ${operation}($input: ${inputType}!) {
+  ${field}(input: $input) {
+    settings { ${SETTINGS} }
+    userErrors { field code message }
+  }
+}`;
+
+// save runs one Save of a form: it sends input (with the updatedAt this
+// session last saw) as mutation, then shows the answer. On a conflict the
+// form shows the settings as they are now; userErrors go to
+// form.showErrors, which returns the status text (and, given none, clears
+// the form's errors); otherwise the saved settings are filled in.
+async function save({ client, fail, clearBanner }, form, mutation, field, input) {
+  form.state.set('saving', 'Saving…');
+  try {
+    input.expectedUpdatedAt = await expectedAt(client);
+    const p = (await client.request(mutation, { input }))[field];
+    clearBanner();
+    if (conflicted(p)) {
+      remember(client, p.settings);
+      form.fill(p.settings);
+      form.showErrors([]);
+      form.state.set('clean', CONFLICT_TEXT);
+      return;
+    }
+    const problem = form.showErrors(p.userErrors);
+    if (p.userErrors.length) {
+      form.state.set('dirty', problem);
+      return;
+    }
+    remember(client, p.settings);
+    form.fill(p.settings);
+    form.state.set('saved', 'Saved');
+  } catch (err) {
+    form.state.set('dirty', 'Not saved: ' + describeError(err));
+    fail(err);
+  }
+}
+
+// loader returns a tab's show(): the first time, it loads the settings
+// (shared by the session's tabs, so one saved by the other tab is the
+// newer copy) into the form.
+function loader({ client, fail }, state, fill) {
+  let loaded = false;
+  return function show() {
+    if (loaded) return;
+    loaded = true;
+    state.set('loading', 'Loading…');
+    loadSettings(client).then((s) => {
+      fill(s);
+      state.set('clean', '');
+    }, (err) => {
+      loaded = false;
+      state.set('error', 'Could not load the settings.');
+      fail(err);
+    });
   };
 }
 
@@ -86,7 +151,11 @@ function showErrors(errors, places, fallback) {
   return { unplaced, first };
 }
 
-export function generalTab({ client, fail, clearBanner }) {
+const SAVE_GENERAL = saveMutation('AdminUpdateGeneral', 'updateGeneralSettings', 'UpdateGeneralSettingsInput');
+const SAVE_DEFAULTS = saveMutation('AdminUpdateDefaults', 'updateDefaultSettings', 'UpdateDefaultSettingsInput');
+
+export function generalTab(ctx) {
+  const { client } = ctx;
   const form = $('#general-form');
   const radios = () => Array.from(form.querySelectorAll('input[name="deliveryMethod"]'));
   const name = $('#cp-name');
@@ -101,8 +170,6 @@ export function generalTab({ client, fail, clearBanner }) {
     'contactPerson.phone': { input: phone, error: $('#err-contactPerson-phone') },
   };
   let saved = null; // { deliveryMethod, contact } as loaded or last saved
-  let loaded = false;
-  let busy = false;
 
   // current is the form's value; a contact person with all fields empty
   // is none.
@@ -136,7 +203,7 @@ export function generalTab({ client, fail, clearBanner }) {
   }
 
   function refresh() {
-    if (busy || !saved) return;
+    if (state.busy || !saved) return;
     if (changed()) {
       const c = current();
       const removing = saved.contact && !c.contact;
@@ -144,6 +211,13 @@ export function generalTab({ client, fail, clearBanner }) {
     } else {
       state.set('clean', '');
     }
+  }
+
+  // The form's errors beside their fields, the first of them focused.
+  function fieldErrors(errors) {
+    const { unplaced, first } = showErrors(errors, places);
+    if (first) first.focus();
+    return unplaced.length ? 'Not saved: ' + unplaced.join(' ') : 'Not saved: check the marked fields.';
   }
 
   form.addEventListener('input', refresh);
@@ -161,9 +235,9 @@ export function generalTab({ client, fail, clearBanner }) {
     });
   });
 
-  form.addEventListener('submit', async (e) => {
+  form.addEventListener('submit', (e) => {
     e.preventDefault();
-    if (busy || !changed()) return;
+    if (state.busy || !changed()) return;
     const c = current();
     const input = {};
     if (c.deliveryMethod !== saved.deliveryMethod) input.deliveryMethod = c.deliveryMethod;
@@ -172,68 +246,19 @@ export function generalTab({ client, fail, clearBanner }) {
         ? { name: c.contact.name, email: c.contact.email || null, phone: c.contact.phone || null }
         : null;
     }
-    busy = true;
-    state.set('saving', 'Saving…');
-    try {
-      input.expectedUpdatedAt = await expectedAt(client);
-      const d = await client.request(
-        `mutation AdminUpdateGeneral($input: UpdateGeneralSettingsInput!) {
-          updateGeneralSettings(input: $input) {
-            settings { ${SETTINGS} }
-            userErrors { field code message }
-          }
-        }`, { input });
-      busy = false;
-      clearBanner();
-      const p = d.updateGeneralSettings;
-      if (conflicted(p)) {
-        remember(client, p.settings);
-        fill(p.settings);
-        showErrors([], places);
-        state.set('clean', CONFLICT_TEXT);
-        return;
-      }
-      const { unplaced, first } = showErrors(p.userErrors, places);
-      if (p.userErrors.length) {
-        state.set('dirty', unplaced.length ? 'Not saved: ' + unplaced.join(' ') : 'Not saved: check the marked fields.');
-        if (first) first.focus();
-        return;
-      }
-      remember(client, p.settings);
-      fill(p.settings);
-      state.set('saved', 'Saved');
-    } catch (err) {
-      busy = false;
-      state.set('dirty', 'Not saved: ' + describeError(err));
-      fail(err);
-    }
+    save(ctx, { state, fill, showErrors: fieldErrors }, SAVE_GENERAL, 'updateGeneralSettings', input);
   });
 
-  return {
-    show() {
-      if (loaded) return;
-      loaded = true;
-      state.set('loading', 'Loading…');
-      loadSettings(client).then((s) => {
-        fill(s);
-        state.set('clean', '');
-      }, (err) => {
-        loaded = false;
-        state.set('error', 'Could not load the settings.');
-        fail(err);
-      });
-    },
-  };
+  return { show: loader(ctx, state, fill) };
 }
 
-export function defaultsTab({ client, fail, clearBanner }) {
+export function defaultsTab(ctx) {
   const form = $('#defaults-form');
   const web = $('#def-web');
   const manager = $('#def-manager');
+  const err = $('#err-defaults');
   const state = formState('defaults');
   let saved = null;
-  let loaded = false;
-  let busy = false;
 
   function fill(s) {
     saved = { web: s.defaults.web, manager: s.defaults.manager };
@@ -242,10 +267,17 @@ export function defaultsTab({ client, fail, clearBanner }) {
   }
   const changed = () => saved && (web.checked !== saved.web || manager.checked !== saved.manager);
   function refresh() {
-    if (busy || !saved) return;
+    if (state.busy || !saved) return;
     if (changed()) state.set('dirty', 'Unsaved changes');
     else state.set('clean', '');
   }
+  // The form's errors, all in one line under the switches.
+  function showErrors(errors) {
+    err.textContent = errors.map((u) => u.message).join(' ');
+    err.hidden = !errors.length;
+    return 'Not saved.';
+  }
+
   form.addEventListener('change', refresh);
   $('#defaults-reset').addEventListener('click', () => {
     if (saved) {
@@ -255,65 +287,14 @@ export function defaultsTab({ client, fail, clearBanner }) {
     refresh();
   });
 
-  form.addEventListener('submit', async (e) => {
+  form.addEventListener('submit', (e) => {
     e.preventDefault();
-    if (busy || !changed()) return;
+    if (state.busy || !changed()) return;
     const input = {};
     if (web.checked !== saved.web) input.web = web.checked;
     if (manager.checked !== saved.manager) input.manager = manager.checked;
-    busy = true;
-    state.set('saving', 'Saving…');
-    const err = $('#err-defaults');
-    try {
-      input.expectedUpdatedAt = await expectedAt(client);
-      const d = await client.request(
-        `mutation AdminUpdateDefaults($input: UpdateDefaultSettingsInput!) {
-          updateDefaultSettings(input: $input) {
-            settings { ${SETTINGS} }
-            userErrors { field code message }
-          }
-        }`, { input });
-      busy = false;
-      clearBanner();
-      const p = d.updateDefaultSettings;
-      if (conflicted(p)) {
-        remember(client, p.settings);
-        fill(p.settings);
-        err.hidden = true;
-        state.set('clean', CONFLICT_TEXT);
-        return;
-      }
-      if (p.userErrors.length) {
-        err.textContent = p.userErrors.map((u) => u.message).join(' ');
-        err.hidden = false;
-        state.set('dirty', 'Not saved.');
-        return;
-      }
-      err.hidden = true;
-      remember(client, p.settings);
-      fill(p.settings);
-      state.set('saved', 'Saved');
-    } catch (e2) {
-      busy = false;
-      state.set('dirty', 'Not saved: ' + describeError(e2));
-      fail(e2);
-    }
+    save(ctx, { state, fill, showErrors }, SAVE_DEFAULTS, 'updateDefaultSettings', input);
   });
 
-  return {
-    show() {
-      if (loaded) return;
-      loaded = true;
-      state.set('loading', 'Loading…');
-      loadSettings(client).then((s) => {
-        // The general tab may have saved since: take its newer copy.
-        fill(s);
-        state.set('clean', '');
-      }, (e) => {
-        loaded = false;
-        state.set('error', 'Could not load the settings.');
-        fail(e);
-      });
-    },
-  };
+  return { show: loader(ctx, state, fill) };
 }
