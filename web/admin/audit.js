@@ -6,6 +6,7 @@ import {
   $, el, actionLabels, actionLabel, appLabel, deliveryLabels, humanise, timeElement,
   startOfDay, localDate, authProblem, describeError,
 } from './util.js';
+import { formatTime } from '/assets/shared/time.js';
 import { toCSV, csvHeader, csvRow } from './csv.js';
 
 const NODE = `id action app details createdAt
@@ -49,7 +50,7 @@ export function describeDetails(d) {
     if (v === null || v === undefined || v === '') return 'none';
     if (typeof v === 'boolean') return v ? 'on' : 'off';
     if (k === 'deliveryMethod') return deliveryLabels[v] || humanise(v);
-    if (/until$/i.test(k) && typeof v === 'string' && !Number.isNaN(Date.parse(v))) return new Date(v).toLocaleString();
+    if (/until$/i.test(k) && typeof v === 'string' && !Number.isNaN(Date.parse(v))) return formatTime(v);
     if (typeof v === 'object') {
       return Object.entries(v)
         .filter(([, x]) => x !== null && x !== undefined && x !== '')

@@ -1,5 +1,6 @@
 // Small helpers shared by the console's tabs: building elements, labels
-// for the API's enum values, and time formatting.
+// for the API's enum values, and time elements.
+import { showTime } from '/assets/shared/time.js';
 
 // el creates an element: attrs are attributes (class, id, aria-*, data-*),
 // except that `text` sets textContent and on* keys add listeners. Children
@@ -62,21 +63,12 @@ export function appLabel(app) {
   return app ? appLabels[app] || humanise(app) : '';
 }
 
-const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
-const shortTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'short', timeStyle: 'short' });
-
-// timeElement shows iso in the browser's time zone, with the UTC value on
-// hover and in the datetime attribute.
+// timeElement is a <time> showing iso (see shared/time.js); short is the
+// compact form.
 export function timeElement(iso, short) {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return el('span', { text: iso || '' });
-  const utc = d.toISOString();
-  return el('time', { datetime: utc, title: utc + ' (UTC)', text: (short ? shortTime : dateTime).format(d) });
-}
-
-export function formatTime(iso) {
-  const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : dateTime.format(d);
+  const t = el('time');
+  showTime(t, iso, { short });
+  return t;
 }
 
 // localDate is the yyyy-mm-dd of d in the browser's time zone.

@@ -1,26 +1,5 @@
-// Small formatting helpers for the login screen: times in the visitor's
-// own time zone (UTC on hover), countdowns and waits in words.
-
-// The visitor's locale and time zone: a lock that ends at 10:00 UTC reads
-// 12:00 in Riga. A moment today needs no date.
-const localFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
-const todayFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'medium' });
-
-// showTime fills a <time> element with a moment: local time as its text,
-// the machine-readable value in datetime, and UTC in the hover title.
-// value is an RFC 3339 string (the API's DateTime) or seconds since 1970
-// (a JWT's iat and exp).
-export function showTime(el, value) {
-  const d = typeof value === 'number' ? new Date(value * 1000) : new Date(value);
-  if (Number.isNaN(d.getTime())) {
-    el.textContent = String(value);
-    return;
-  }
-  el.dateTime = d.toISOString();
-  const today = d.toDateString() === new Date().toDateString();
-  el.textContent = (today ? todayFormat : localFormat).format(d);
-  el.title = d.toISOString().slice(0, 19).replace('T', ' ') + ' UTC';
-}
+// Small formatting helpers for the login screen: countdowns and waits in
+// words (times are shared/time.js).
 
 // clock formats a number of seconds as m:ss (or h:mm:ss): "0:27".
 export function clock(seconds) {

@@ -19,7 +19,8 @@
 import { claims, pageConfig, tokenStore } from '/assets/shared/session.js';
 import { createClient } from '/assets/shared/graphql.js';
 import { createRemoteJWKSet, jwtVerify } from '/assets/vendor/dist/jose/index.js';
-import { clock, plural, showTime, wait } from '/assets/login/format.js';
+import { clock, plural, wait } from '/assets/login/format.js';
+import { showTime } from '/assets/shared/time.js';
 
 // ---- GraphQL operations -------------------------------------------------
 
