@@ -545,20 +545,6 @@ func listenMetrics(addr string, logger *slog.Logger) (net.Listener, error) {
 	return ln, nil
 }
 
-// loopbackAddr reports whether a listen address reaches this machine
-// only: localhost or a loopback IP (":8080" and "0.0.0.0:8080" do not).
-func loopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func (c config) mode() string {
 	if c.embedded() {
 		return "embedded"
@@ -600,7 +586,7 @@ func build(ctx context.Context, cfg config, logger *slog.Logger) (a *app.App, to
 	// Embedded mode on a loopback address answers to this machine's names
 	// only, against DNS rebinding; a LISTEN_ADDR open to the network
 	// serves whatever name it is reached by.
-	opts.LoopbackHostsOnly = cfg.embedded() && loopbackAddr(cfg.ListenAddr)
+	opts.LoopbackHostsOnly = cfg.embedded() && httpapi.LoopbackHost(cfg.ListenAddr)
 	a, err = app.New(opts)
 	return a, tokens, closeBackends, err
 }
