@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -147,12 +148,12 @@ func MintFor(r *http.Request) bool {
 	if d := r.Header.Get("Sec-Fetch-Dest"); d != "" && d != "document" {
 		return false
 	}
-	return LoopbackRequest(r)
+	return loopbackRequest(r)
 }
 
-// LoopbackRequest reports whether the connection comes from this machine
+// loopbackRequest reports whether the connection comes from this machine
 // and the Host header names this machine.
-func LoopbackRequest(r *http.Request) bool {
+func loopbackRequest(r *http.Request) bool {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil || !isLoopbackHost(host) {
 		return false
@@ -210,14 +211,9 @@ func assets() http.Handler {
 		securityHeaders(w.Header())
 		w.Header().Set("ETag", etag)
 		w.Header().Set("Cache-Control", "no-cache")
-		http.ServeContent(w, r, p, time.Time{}, f.(readSeeker))
+		http.ServeContent(w, r, p, time.Time{}, f.(io.ReadSeeker))
 	})
 }
 
 // maxRanges is the most byte ranges one asset request may ask for.
 const maxRanges = 4
-
-type readSeeker interface {
-	Read([]byte) (int, error)
-	Seek(int64, int) (int64, error)
-}
