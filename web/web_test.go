@@ -188,6 +188,30 @@ func pageConfigOf(t *testing.T, page string) map[string]any {
 	return cfg
 }
 
+// TestPageConfigHostileValues: the issuer (ASSERTION_ISSUER) and a minted
+// token are operator or service values, but the page must carry them as
+// data whatever they hold: they stay inside the meta tag's attribute and
+// read back unchanged, and no markup of theirs reaches the page.
+func TestPageConfigHostileValues(t *testing.T) {
+	const evil = `"><script>alert(1)</script><meta name="twofactor-config" content='{"endpoint":"//evil.example"}'>&amp;`
+	mint := func(context.Context) (string, error) { return evil, nil }
+	h := router(web.Config{Embedded: true, Issuer: evil, AdminToken: mint, DemoUserToken: mint})
+	for _, path := range []string{"/", "/admin/", "/demo/login"} {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.RemoteAddr, req.Host = "127.0.0.1:1", "localhost:8080"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		body := rec.Body.String()
+		if strings.Contains(body, "alert(1)</script>") || strings.Count(body, `name="twofactor-config"`) != 1 {
+			t.Errorf("%s: the hostile value escaped its attribute:\n%s", path, body)
+		}
+		cfg := pageConfigOf(t, body)
+		if cfg["issuer"] != evil || cfg["token"] != evil || cfg["endpoint"] != "/query" {
+			t.Errorf("%s: config = %v, want the values back unchanged and endpoint /query", path, cfg)
+		}
+	}
+}
+
 func TestPageWithoutTokenWhenMintingFails(t *testing.T) {
 	failing := func(context.Context) (string, error) { return "", errors.New("db down") }
 	h := router(web.Config{Embedded: true, AdminToken: failing, DemoUserToken: failing})
