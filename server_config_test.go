@@ -197,3 +197,44 @@ func TestJWKSConfigUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// The page and listener switches read from the environment refuse what
+// they cannot mean, instead of quietly taking a default.
+func TestConfigPagesHeadersAndMetrics(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	t.Setenv("DATA_DIR", t.TempDir())
+	t.Setenv("ALLOWED_HEADERS", " X-Request-Id, ,X-Trace-Id ,,")
+	for _, v := range []string{"yes", "on", "true; rm -rf /", " true"} {
+		t.Setenv("DEMO_PAGES", v)
+		if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "DEMO_PAGES") {
+			t.Errorf("DEMO_PAGES=%q: err %v, want it refused", v, err)
+		}
+	}
+	t.Setenv("DEMO_PAGES", "1")
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.DemoPages {
+		t.Error("DEMO_PAGES=1 did not turn the demo pages on")
+	}
+	if got := strings.Join(cfg.AllowedHeaders, "|"); got != "X-Request-Id|X-Trace-Id" {
+		t.Errorf("ALLOWED_HEADERS read as %q, want the two names trimmed, empty entries dropped", got)
+	}
+	if cfg.MetricsAddr != "127.0.0.1:9464" {
+		t.Errorf("METRICS_ADDR unset: %q, want this machine only", cfg.MetricsAddr)
+	}
+	t.Setenv("METRICS_ADDR", "")
+	if cfg, err = loadConfig(); err != nil || cfg.MetricsAddr != "" {
+		t.Errorf("METRICS_ADDR empty: %q, %v; want metrics off", cfg.MetricsAddr, err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	for _, addr := range []string{"9464", "127.0.0.1:99999", "127.0.0.1:no-such-port"} {
+		if ln, err := listenMetrics(addr, logger); err == nil || !strings.Contains(err.Error(), "METRICS_ADDR") {
+			if ln != nil {
+				ln.Close()
+			}
+			t.Errorf("METRICS_ADDR=%q: err %v, want a METRICS_ADDR error", addr, err)
+		}
+	}
+}
