@@ -188,7 +188,7 @@ func pages(o Options, ids demo.Identities) web.Config {
 func cursorCodec(o Options) (*cursor.Codec, error) {
 	key := o.CursorKey
 	if len(key) == 0 && o.Codes != nil {
-		key = []byte(o.Codes.Hash(cursor.DeriveLabel, ""))
+		key = o.Codes.DeriveKey(cursor.DeriveLabel)
 	}
 	c, err := cursor.New(key)
 	if err != nil {

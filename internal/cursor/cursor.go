@@ -42,9 +42,9 @@ const (
 	// MaxPayload bounds what a value may carry: user ids are at most 128
 	// characters, so at most 512 bytes of UTF-8.
 	MaxPayload = 512
-	// DeriveLabel is the fixed input from which a cursor key is derived
-	// when it comes from another secret (HMAC of the label under it), so
-	// that every instance with that secret derives the same key.
+	// DeriveLabel names the cursor key derived from CODE_HMAC_KEY when
+	// CURSOR_KEY is not set (HKDF, otp.Hasher.DeriveKey), so that every
+	// instance with that secret derives the same key.
 	DeriveLabel = "twofactor/cursor-key/v1"
 
 	tagLen = 16

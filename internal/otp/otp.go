@@ -3,6 +3,7 @@
 package otp
 
 import (
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -81,4 +82,16 @@ func (h *Hasher) Check(code string) error {
 		}
 	}
 	return nil
+}
+
+// DeriveKey returns a 32-byte key for another purpose, named by label,
+// derived from the code key with HKDF-SHA256: instances that share
+// CODE_HMAC_KEY agree on it, and it reveals nothing of the code key nor
+// of other labels' keys.
+func (h *Hasher) DeriveKey(label string) []byte {
+	key, err := hkdf.Key(sha256.New, h.key, nil, label, 32)
+	if err != nil { // only for lengths HKDF cannot give; 32 always fits
+		panic(fmt.Sprintf("otp: derive key: %v", err))
+	}
+	return key
 }

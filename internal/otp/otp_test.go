@@ -140,3 +140,24 @@ func TestCheckRejectsMalformedCodes(t *testing.T) {
 		t.Errorf("8-digit Check: %v", err)
 	}
 }
+
+// DeriveKey: the same label gives the same key for the same code key (so
+// instances agree), other labels and other code keys give other keys, and
+// no derived key is a code hash.
+func TestDeriveKey(t *testing.T) {
+	a, _ := otp.NewHasher([]byte("0123456789abcdef0123456789abcdef"), 6)
+	b, _ := otp.NewHasher([]byte("fedcba9876543210fedcba9876543210"), 6)
+	k := a.DeriveKey("twofactor/cursor-key/v1")
+	if len(k) != 32 || !bytes.Equal(k, a.DeriveKey("twofactor/cursor-key/v1")) {
+		t.Fatalf("derived key %x: want 32 bytes, the same each time", k)
+	}
+	for name, other := range map[string][]byte{
+		"other label":    a.DeriveKey("twofactor/other/v1"),
+		"other code key": b.DeriveKey("twofactor/cursor-key/v1"),
+		"a code hash":    []byte(a.Hash("twofactor/cursor-key/v1", "")),
+	} {
+		if bytes.Equal(k, other) || bytes.Contains(other, k) {
+			t.Errorf("%s gives the same key", name)
+		}
+	}
+}
