@@ -2,7 +2,6 @@ package graph
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -35,20 +34,13 @@ func (d depthLimit) MutateOperationContext(_ context.Context, oc *graphql.Operat
 	set := oc.Operation.SelectionSet
 	schema := newDepthWalk(d.max, true)
 	if schema.depth(set, 0) > d.max {
-		return tooDeep("operation is nested deeper than the limit of %d", d.max)
+		return limitError(CodeDepthLimitExceeded, "operation is nested deeper than the limit of %d", d.max)
 	}
 	intro := newDepthWalk(d.introspectionMax, false)
 	if intro.introspectionDepth(set) > d.introspectionMax {
-		return tooDeep("introspection is nested deeper than the limit of %d", d.introspectionMax)
+		return limitError(CodeDepthLimitExceeded, "introspection is nested deeper than the limit of %d", d.introspectionMax)
 	}
 	return nil
-}
-
-func tooDeep(format string, limit int) *gqlerror.Error {
-	return &gqlerror.Error{
-		Message:    fmt.Sprintf(format, limit),
-		Extensions: map[string]any{"code": CodeDepthLimitExceeded},
-	}
 }
 
 // isIntrospection reports whether f is __schema or __type. __typename is
@@ -70,11 +62,10 @@ type depthWalk struct {
 	max       int
 	skipIntro bool
 	memo      map[fragmentAt]int
-	rootFrags map[string]int
 }
 
 func newDepthWalk(max int, skipIntrospection bool) *depthWalk {
-	return &depthWalk{max: max, skipIntro: skipIntrospection, memo: map[fragmentAt]int{}, rootFrags: map[string]int{}}
+	return &depthWalk{max: max, skipIntro: skipIntrospection, memo: map[fragmentAt]int{}}
 }
 
 // depth returns the depth of set, whose parent is at depth.
@@ -116,29 +107,14 @@ func (w *depthWalk) spread(s *ast.FragmentSpread, depth int) int {
 
 // introspectionDepth returns the depth of the deepest __schema or __type
 // subtree of a root selection set. Only the query root has those fields,
-// so they sit at its top level, directly or through fragments.
+// so they sit at its top level, directly or through fragments
+// (collectRootFields, which countIntrospection walks too).
 func (w *depthWalk) introspectionDepth(set ast.SelectionSet) int {
 	deepest := 0
-	for _, sel := range set {
-		d := 0
-		switch s := sel.(type) {
-		case *ast.Field:
-			if isIntrospection(s) {
-				d = w.depth(s.SelectionSet, 1)
-			}
-		case *ast.InlineFragment:
-			d = w.introspectionDepth(s.SelectionSet)
-		case *ast.FragmentSpread:
-			if s.Definition == nil {
-				break
-			}
-			var ok bool
-			if d, ok = w.rootFrags[s.Name]; !ok {
-				d = w.introspectionDepth(s.Definition.SelectionSet)
-				w.rootFrags[s.Name] = d
-			}
+	collectRootFields(set, map[string]bool{}, func(f *ast.Field) {
+		if isIntrospection(f) {
+			deepest = max(deepest, w.depth(f.SelectionSet, 1))
 		}
-		deepest = max(deepest, d)
-	}
+	})
 	return deepest
 }
