@@ -68,14 +68,21 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 		r.Logger.ErrorContext(ctx, "resolver panicked", "panic", fmt.Sprint(p))
 		return &gqlerror.Error{Message: "internal error", Extensions: map[string]any{"code": CodeInternal}}
 	})
+	// Every INTERNAL error names the request, with or without metrics.
+	srv.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+		resp := next(ctx)
+		if resp != nil {
+			withRequestID(ctx, resp.Errors)
+		}
+		return resp
+	})
 	if m != nil {
 		observe(srv, m)
 	}
 	return requestGate{next: srv}
 }
 
-// observe counts operations and error codes, and tags INTERNAL errors
-// with the request id. Labels name the operation by its top-level schema
+// observe counts operations and error codes. Labels name the operation by its top-level schema
 // fields (metrics.Operation), never by the client's operationName, which
 // could be anything and would make a new series each time.
 func observe(srv *handler.Server, m *metrics.Metrics) {
@@ -87,7 +94,6 @@ func observe(srv *handler.Server, m *metrics.Metrics) {
 			m.GraphQLOps.WithLabelValues(typ, name).Inc()
 		}
 		if resp != nil {
-			withRequestID(ctx, resp.Errors)
 			for _, e := range resp.Errors {
 				code, _ := e.Extensions["code"].(string)
 				m.GraphQLErrors.WithLabelValues(metrics.Code(code)).Inc()
