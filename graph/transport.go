@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -144,12 +145,32 @@ func checkPOST(r *http.Request) *requestError {
 		return &requestError{http.StatusBadRequest, "could not read request body"}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	var p graphql.RawParams
+	var p gateParams
 	if decodeJSON(bytes.NewReader(body), &p) != nil {
 		return &requestError{http.StatusBadRequest,
 			`the body is not a GraphQL request: send JSON such as {"query": "…", "variables": {…}}`}
 	}
-	return checkQuery(p)
+	return checkQuery(graphql.RawParams{Query: p.Query, Extensions: p.Extensions})
+}
+
+// gateParams decodes like graphql.RawParams, and fails where it fails,
+// without building the variables, which gqlgen decodes again anyway.
+type gateParams struct {
+	Query         string         `json:"query"`
+	OperationName string         `json:"operationName"`
+	Variables     jsonObject     `json:"variables"`
+	Extensions    map[string]any `json:"extensions"`
+}
+
+// jsonObject accepts what decodes into a map[string]any: an object or
+// null. The decoder has checked its syntax before calling UnmarshalJSON.
+type jsonObject struct{}
+
+func (jsonObject) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '{' || string(b) == "null" {
+		return nil
+	}
+	return errors.New("not a JSON object")
 }
 
 func checkGET(r *http.Request) *requestError {
