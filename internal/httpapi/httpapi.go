@@ -136,8 +136,8 @@ func (cfg Config) schema(w http.ResponseWriter, r *http.Request) {
 		writeGraphQLError(w, http.StatusForbidden, "FORBIDDEN", "only admin and service tokens may read the schema")
 		return
 	}
+	// Cache-Control: no-store comes from securityHeaders.
 	w.Header().Set("Content-Type", "application/graphql; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(cfg.Schema)
 }
 

@@ -264,3 +264,45 @@ func TestSchemaRoute(t *testing.T) {
 		})
 	}
 }
+
+// ALLOWED_HEADERS as an operator may write it: any case matches, and
+// "*" (rs/cors's wildcard) allows any header, never credentials.
+func TestAllowedHeadersValues(t *testing.T) {
+	cases := []struct {
+		name       string
+		configured []string
+		headers    string
+		allowed    bool
+	}{
+		{"upper case", []string{"X-REQUEST-ID"}, "x-request-id", true},
+		{"other header", []string{"X-REQUEST-ID"}, "x-request-idx", false},
+		{"wildcard", []string{"*"}, "x-anything,cookie", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := server(t, func(c *httpapi.Config) {
+				c.AllowedOrigins = []string{"https://app.example"}
+				c.AllowedHeaders = tc.configured
+			})
+			resp, _ := do(t, http.MethodOptions, s.URL+"/query", map[string]string{
+				"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+				"Access-Control-Request-Headers": tc.headers,
+			}, "")
+			if got := resp.Header.Get("Access-Control-Allow-Origin") == "https://app.example"; got != tc.allowed {
+				t.Errorf("preflight for %s allowed = %v, want %v", tc.headers, got, tc.allowed)
+			}
+			if c := resp.Header.Get("Access-Control-Allow-Credentials"); c != "" {
+				t.Errorf("Access-Control-Allow-Credentials %q", c)
+			}
+		})
+	}
+}
+
+// The schema is per role: no cache keeps it.
+func TestSchemaNotCached(t *testing.T) {
+	s := server(t, func(c *httpapi.Config) { c.Schema = []byte("type Query { x: Int }\n") })
+	resp, body := do(t, http.MethodGet, s.URL+"/schema.graphql", map[string]string{"Authorization": "Bearer good"}, "")
+	if resp.StatusCode != 200 || body == "" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("status %d, Cache-Control %q, body %q", resp.StatusCode, resp.Header.Get("Cache-Control"), body)
+	}
+}
