@@ -17,6 +17,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -184,4 +185,15 @@ func startEmbedded() (*Redis, error) {
 		Dialer:   func(context.Context, string, string) (net.Conn, error) { return mr.Dial() },
 	})
 	return &Redis{Client: c, embedded: mr}, nil
+}
+
+// Array passes v to PostgreSQL as one array parameter, for bulk
+// statements that unnest their columns; GORM would expand a bare slice
+// into a list of parameters.
+func Array[T any](v []T) pgtype.Array[T] {
+	return pgtype.Array[T]{
+		Elements: v,
+		Dims:     []pgtype.ArrayDimension{{Length: int32(len(v)), LowerBound: 1}},
+		Valid:    true,
+	}
 }

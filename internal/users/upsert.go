@@ -3,11 +3,14 @@ package users
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/store"
@@ -99,26 +102,42 @@ func (s *Service) Upsert(ctx context.Context, c auth.Caller, items []NewUser) ([
 	return out, nil
 }
 
-// upsertIn does Upsert's work in tx: one SELECT for the existing users,
-// one batched INSERT for the new ones, one UPDATE per changed one.
+// upsertIn does Upsert's work in tx. It inserts first and locks only the
+// ids that were already there: an import then never reads its company's
+// users at all, and PostgreSQL, whose statistics lag behind a company
+// that grows by thousands at a time, planned the lookup of 500 ids as a
+// scan of the whole company (12 ms a batch at 100,000 users, and rising).
+// A user created concurrently is simply updated.
 func (s *Service) upsertIn(tx *gorm.DB, c auth.Caller, items []NewUser) ([]UpsertResult, []*audit.Event, []string, error) {
-	existing, err := lockUsers(tx, c.Company, items)
+	created, err := s.insertNew(tx, c.Company, items)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var rest []NewUser
+	for _, n := range items {
+		if _, ok := created[n.ID]; !ok {
+			rest = append(rest, n)
+		}
+	}
+	existing, err := lockUsers(tx, c.Company, rest)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	out := make([]UpsertResult, len(items))
 	var (
-		fresh   []models.User
 		events  []*audit.Event
 		voidIDs []string
 	)
 	for i, n := range items {
-		row, ok := existing[n.ID]
-		if !ok {
-			fresh = append(fresh, models.User{CompanyID: c.Company, ID: n.ID, Email: models.Nullable(n.Email),
-				Phone: models.Nullable(n.Phone), DisplayName: models.Nullable(n.DisplayName)})
-			out[i].Status = Created
+		if row, ok := created[n.ID]; ok {
+			out[i] = UpsertResult{User: fromRow(row), Status: Created}
+			events = append(events, s.event(c, audit.UserCreated, out[i].User,
+				audit.Change{Before: map[string]any{}, After: snapshot(out[i].User)}))
 			continue
+		}
+		row, ok := existing[n.ID]
+		if !ok { // deleted by another call since our insert found it
+			return nil, nil, nil, ErrAlreadyExists
 		}
 		e, p, d := n.Email, n.Phone, n.DisplayName
 		details, address := Change{ID: n.ID, Email: &e, Phone: &p, DisplayName: &d}.apply(&row)
@@ -135,64 +154,135 @@ func (s *Service) upsertIn(tx *gorm.DB, c auth.Caller, items []NewUser) ([]Upser
 			voidIDs = append(voidIDs, n.ID)
 		}
 	}
-	created, err := s.insertMany(tx, c, fresh)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	for i, j := 0, 0; i < len(out); i++ {
-		if out[i].Status == Created {
-			out[i].User = fromRow(created[j])
-			events = append(events, s.event(c, audit.UserCreated, out[i].User,
-				audit.Change{Before: map[string]any{}, After: snapshot(out[i].User)}))
-			j++
-		}
-	}
 	return out, events, voidIDs, nil
 }
 
 // lockUsers reads the items' existing users, locked, in one SELECT.
 func lockUsers(tx *gorm.DB, company string, items []NewUser) (map[string]models.User, error) {
+	out := make(map[string]models.User, len(items))
+	if len(items) == 0 {
+		return out, nil
+	}
 	ids := make([]string, len(items))
 	for i, n := range items {
 		ids[i] = n.ID
 	}
 	var rows []models.User
-	if len(ids) > 0 {
-		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
-			Where("company_id = ? AND id IN ?", company, ids).Find(&rows).Error
-		if err != nil {
-			return nil, err
-		}
+	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
+		Where("company_id = ? AND id IN ?", company, ids).Order("id").Find(&rows).Error // locks in id order, as insertRows
+	if err != nil {
+		return nil, err
 	}
-	out := make(map[string]models.User, len(rows))
 	for _, r := range rows {
 		out[r.ID] = r
 	}
 	return out, nil
 }
 
-// insertMany creates rows with the company defaults read in tx. A user
-// created concurrently since the SELECT makes the whole call fail with
-// ErrAlreadyExists; the caller retries and gets an update.
-func (s *Service) insertMany(tx *gorm.DB, c auth.Caller, rows []models.User) ([]models.User, error) {
-	if len(rows) == 0 {
+// insertNew inserts the items whose ids are free, with the company
+// defaults read in tx, and returns the rows it inserted by id.
+func (s *Service) insertNew(tx *gorm.DB, company string, items []NewUser) (map[string]models.User, error) {
+	if len(items) == 0 {
 		return nil, nil
 	}
-	defaults, err := s.defaults.DefaultsIn(tx, c.Company)
+	defaults, err := s.defaults.DefaultsIn(tx, company)
 	if err != nil {
 		return nil, err
 	}
-	for i := range rows {
+	rows := make([]models.User, len(items))
+	for i, n := range items {
+		rows[i] = models.User{CompanyID: company, ID: n.ID, Email: models.Nullable(n.Email),
+			Phone: models.Nullable(n.Phone), DisplayName: models.Nullable(n.DisplayName)}
 		applyDefaults(&rows[i], defaults)
 	}
-	res := tx.Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(&rows, MaxUpsert)
-	if res.Error != nil {
-		return nil, res.Error
+	inserted, err := insertRows(tx, rows)
+	if err != nil {
+		return nil, err
 	}
-	if res.RowsAffected != int64(len(rows)) {
-		return nil, ErrAlreadyExists
+	out := make(map[string]models.User, len(inserted))
+	for _, r := range rows {
+		if inserted[r.ID] {
+			out[r.ID] = r
+		}
 	}
-	return rows, nil
+	return out, nil
+}
+
+// insertRows inserts rows of one company, all with the same switches,
+// skipping ids that exist, and returns the ids it inserted. On PostgreSQL
+// it sends one array per column and unnests them, which PostgreSQL plans
+// far faster than a VALUES list of 500 rows.
+func insertRows(tx *gorm.DB, rows []models.User) (map[string]bool, error) {
+	now := store.Now()
+	for i := range rows {
+		rows[i].CreatedAt, rows[i].UpdatedAt = now, now
+	}
+	if !store.IsPostgres(tx) {
+		return insertRowsSQLite(tx, rows)
+	}
+	// Ids in one order for every call: two calls that share ids then wait
+	// for each other instead of deadlocking.
+	rows = slices.Clone(rows)
+	slices.SortFunc(rows, func(a, b models.User) int { return strings.Compare(a.ID, b.ID) })
+	n := len(rows)
+	ids, emails, phones, names := make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+	for i, r := range rows {
+		ids[i], emails[i], phones[i], names[i] = r.ID, r.Email, r.Phone, r.DisplayName
+	}
+	cols, vals := "company_id, id, email, phone, display_name, created_at, updated_at", "?, u.*, ?, ?"
+	args := []any{rows[0].CompanyID, now, now}
+	for _, app := range apps.All() {
+		cols += ", " + app.Column() // from the apps table, never from input
+		vals += ", ?"
+		args = append(args, rows[0].TwoFactor(app))
+	}
+	args = append(args, store.Array(ids), store.Array(emails), store.Array(phones), store.Array(names))
+	var got []string
+	err := tx.Raw(`INSERT INTO users (`+cols+`) SELECT `+vals+`
+		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) AS u(id, email, phone, display_name)
+		ON CONFLICT DO NOTHING RETURNING id`, args...).Scan(&got).Error
+	if err != nil {
+		return nil, err
+	}
+	inserted := make(map[string]bool, len(got))
+	for _, id := range got {
+		inserted[id] = true
+	}
+	return inserted, nil
+}
+
+// insertRowsSQLite skips the ids that exist and inserts the rest. SQLite
+// has one writer (the transaction holds it), so nothing comes between the
+// two statements.
+func insertRowsSQLite(tx *gorm.DB, rows []models.User) (map[string]bool, error) {
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	var taken []string
+	if err := tx.Model(&models.User{}).Where("company_id = ? AND id IN ?", rows[0].CompanyID, ids).
+		Pluck("id", &taken).Error; err != nil {
+		return nil, err
+	}
+	inserted := make(map[string]bool, len(rows))
+	for _, id := range ids {
+		inserted[id] = true
+	}
+	fresh := rows[:0:0]
+	for _, id := range taken {
+		delete(inserted, id)
+	}
+	for _, r := range rows {
+		if inserted[r.ID] {
+			fresh = append(fresh, r)
+		}
+	}
+	if len(fresh) > 0 {
+		if err := tx.CreateInBatches(&fresh, MaxUpsert).Error; err != nil {
+			return nil, err
+		}
+	}
+	return inserted, nil
 }
 
 // writeMany writes events with one insert when the log can.

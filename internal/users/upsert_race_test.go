@@ -69,3 +69,52 @@ func upsertBatch(w, b, size int) []users.NewUser {
 	}
 	return items
 }
+
+// TestConcurrentUpsertSameIDs: calls that share ids, each in its own
+// order, all succeed. Each id is created once, and the audit log holds one
+// USER_CREATED row per id and one USER_UPDATED row per real change.
+func TestConcurrentUpsertSameIDs(t *testing.T) {
+	e := newEnv(t)
+	const workers, ids = 6, 400
+	svc := auth.Caller{UserID: "platform", Company: e.co, Role: auth.RoleService}
+	var wg sync.WaitGroup
+	results := make([][]users.UpsertResult, workers)
+	errs := make([]error, workers)
+	start := make(chan struct{})
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			items := make([]users.NewUser, ids)
+			for i := range ids {
+				j := (i*7 + w*131) % ids // a different order per worker
+				if w%2 == 1 {
+					j = ids - 1 - j
+				}
+				items[i] = users.NewUser{ID: fmt.Sprintf("u%03d", j), DisplayName: fmt.Sprintf("from %d", w)}
+			}
+			<-start
+			results[w], errs[w] = e.svc.Upsert(context.Background(), svc, items)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	count := map[users.UpsertStatus]int{}
+	for w := range workers {
+		if errs[w] != nil {
+			t.Fatalf("worker %d: %v", w, errs[w])
+		}
+		for _, r := range results[w] {
+			count[r.Status]++
+		}
+	}
+	if count[users.Created] != ids {
+		t.Errorf("%d CREATED results, want %d (%v)", count[users.Created], ids, count)
+	}
+	var created, updated int64
+	e.db.Model(&models.AuditEvent{}).Where("action = ?", "USER_CREATED").Count(&created)
+	e.db.Model(&models.AuditEvent{}).Where("action = ?", "USER_UPDATED").Count(&updated)
+	if created != ids || updated != int64(count[users.Updated]) {
+		t.Errorf("audit: %d USER_CREATED, %d USER_UPDATED; want %d and %d", created, updated, ids, count[users.Updated])
+	}
+}
