@@ -133,6 +133,9 @@ func toAuditFilter(f *model.AuditLogFilter) audit.Filter {
 	if f.App != nil {
 		out.App = string(fromApp(*f.App))
 	}
+	if f.Category != nil {
+		out.Category = audit.Category(*f.Category)
+	}
 	return out
 }
 

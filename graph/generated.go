@@ -1114,6 +1114,24 @@ enum AuditAction {
   USER_TWO_FACTOR_UNLOCKED
   USER_UPDATED
   USER_DELETED
+  "A code was sent (details: channel, masked destination, challengeId)."
+  CODE_SENT
+  "A code could not be delivered (details: channel, reason)."
+  CODE_DELIVERY_FAILED
+  "The right code was given (details: channel)."
+  CODE_VERIFIED
+  "A wrong code was given (details: attempt, maxAttempts)."
+  CODE_REJECTED
+  "A verify found its code expired or replaced by a newer one."
+  CODE_EXPIRED
+}
+
+"Which part of the log an action belongs to. Each category is its own hash chain."
+enum AuditCategory {
+  "Changes of settings and users, made by admins and services."
+  SETTINGS
+  "Sign-in steps: codes sent, verified, rejected, expired, and locks."
+  AUTHENTICATION
 }
 
 enum Channel {
@@ -1267,6 +1285,7 @@ type PageInfo {
 
 input AuditLogFilter {
   actions: [AuditAction!]
+  category: AuditCategory
   "Matches the actor or the target user."
   userId: ID
   app: App
@@ -6274,7 +6293,7 @@ func (ec *executionContext) unmarshalInputAuditLogFilter(ctx context.Context, ob
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"actions", "userId", "app", "from", "to"}
+	fieldsInOrder := [...]string{"actions", "category", "userId", "app", "from", "to"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -6288,6 +6307,13 @@ func (ec *executionContext) unmarshalInputAuditLogFilter(ctx context.Context, ob
 				return it, err
 			}
 			it.Actions = data
+		case "category":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("category"))
+			data, err := ec.unmarshalOAuditCategory2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditCategory(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Category = data
 		case "userId":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("userId"))
 			data, err := ec.unmarshalOID2ᚖstring(ctx, v)
@@ -9335,6 +9361,22 @@ func (ec *executionContext) marshalOAuditActor2ᚖgithubᚗcomᚋtwofactorᚋser
 		return graphql.Null
 	}
 	return ec._AuditActor(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOAuditCategory2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditCategory(ctx context.Context, v any) (*model.AuditCategory, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.AuditCategory)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOAuditCategory2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditCategory(ctx context.Context, sel ast.SelectionSet, v *model.AuditCategory) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) unmarshalOAuditLogFilter2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditLogFilter(ctx context.Context, v any) (*model.AuditLogFilter, error) {

@@ -103,6 +103,13 @@ type AuditEvent struct {
 	App            *string   `gorm:"size:16"`
 	Details        string    `gorm:"not null"`
 	CreatedAt      time.Time `gorm:"not null"`
+	// Category is SETTINGS or AUTHENTICATION: each has its own hash chain.
+	Category string `gorm:"size:16;not null"`
+	// UID identifies the event wherever it was made (an outbox entry in
+	// Redis, say), so writing it twice stores it once.
+	UID *string `gorm:"column:uid;size:64"`
+	// Hash is the hex SHA-256 link of the company's chain for Category.
+	Hash *string `gorm:"size:64"`
 }
 
 // Nullable stores an empty string as NULL.

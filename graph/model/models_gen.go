@@ -43,7 +43,8 @@ type AuditEventEdge struct {
 }
 
 type AuditLogFilter struct {
-	Actions []AuditAction `json:"actions,omitempty"`
+	Actions  []AuditAction  `json:"actions,omitempty"`
+	Category *AuditCategory `json:"category,omitempty"`
 	// Matches the actor or the target user.
 	UserID *string `json:"userId,omitempty"`
 	App    *App    `json:"app,omitempty"`
@@ -358,6 +359,16 @@ const (
 	AuditActionUserTwoFactorUnlocked      AuditAction = "USER_TWO_FACTOR_UNLOCKED"
 	AuditActionUserUpdated                AuditAction = "USER_UPDATED"
 	AuditActionUserDeleted                AuditAction = "USER_DELETED"
+	// A code was sent (details: channel, masked destination, challengeId).
+	AuditActionCodeSent AuditAction = "CODE_SENT"
+	// A code could not be delivered (details: channel, reason).
+	AuditActionCodeDeliveryFailed AuditAction = "CODE_DELIVERY_FAILED"
+	// The right code was given (details: channel).
+	AuditActionCodeVerified AuditAction = "CODE_VERIFIED"
+	// A wrong code was given (details: attempt, maxAttempts).
+	AuditActionCodeRejected AuditAction = "CODE_REJECTED"
+	// A verify found its code expired or replaced by a newer one.
+	AuditActionCodeExpired AuditAction = "CODE_EXPIRED"
 )
 
 var AllAuditAction = []AuditAction{
@@ -370,11 +381,16 @@ var AllAuditAction = []AuditAction{
 	AuditActionUserTwoFactorUnlocked,
 	AuditActionUserUpdated,
 	AuditActionUserDeleted,
+	AuditActionCodeSent,
+	AuditActionCodeDeliveryFailed,
+	AuditActionCodeVerified,
+	AuditActionCodeRejected,
+	AuditActionCodeExpired,
 }
 
 func (e AuditAction) IsValid() bool {
 	switch e {
-	case AuditActionUserCreated, AuditActionUserTwoFactorEnabled, AuditActionUserTwoFactorDisabled, AuditActionGeneralSettingsChanged, AuditActionDefaultSettingsChanged, AuditActionFailedAttemptsLimitReached, AuditActionUserTwoFactorUnlocked, AuditActionUserUpdated, AuditActionUserDeleted:
+	case AuditActionUserCreated, AuditActionUserTwoFactorEnabled, AuditActionUserTwoFactorDisabled, AuditActionGeneralSettingsChanged, AuditActionDefaultSettingsChanged, AuditActionFailedAttemptsLimitReached, AuditActionUserTwoFactorUnlocked, AuditActionUserUpdated, AuditActionUserDeleted, AuditActionCodeSent, AuditActionCodeDeliveryFailed, AuditActionCodeVerified, AuditActionCodeRejected, AuditActionCodeExpired:
 		return true
 	}
 	return false
@@ -410,6 +426,64 @@ func (e *AuditAction) UnmarshalJSON(b []byte) error {
 }
 
 func (e AuditAction) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// Which part of the log an action belongs to. Each category is its own hash chain.
+type AuditCategory string
+
+const (
+	// Changes of settings and users, made by admins and services.
+	AuditCategorySettings AuditCategory = "SETTINGS"
+	// Sign-in steps: codes sent, verified, rejected, expired, and locks.
+	AuditCategoryAuthentication AuditCategory = "AUTHENTICATION"
+)
+
+var AllAuditCategory = []AuditCategory{
+	AuditCategorySettings,
+	AuditCategoryAuthentication,
+}
+
+func (e AuditCategory) IsValid() bool {
+	switch e {
+	case AuditCategorySettings, AuditCategoryAuthentication:
+		return true
+	}
+	return false
+}
+
+func (e AuditCategory) String() string {
+	return string(e)
+}
+
+func (e *AuditCategory) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AuditCategory(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AuditCategory", str)
+	}
+	return nil
+}
+
+func (e AuditCategory) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AuditCategory) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AuditCategory) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -32,7 +32,39 @@ const (
 	UserTwoFactorUnlocked      Action = "USER_TWO_FACTOR_UNLOCKED"
 	UserUpdated                Action = "USER_UPDATED"
 	UserDeleted                Action = "USER_DELETED"
+
+	// Sign-in steps, recorded by the challenge scripts through the outbox.
+	CodeSent           Action = "CODE_SENT"
+	CodeDeliveryFailed Action = "CODE_DELIVERY_FAILED"
+	CodeVerified       Action = "CODE_VERIFIED"
+	CodeRejected       Action = "CODE_REJECTED"
+	CodeExpired        Action = "CODE_EXPIRED"
 )
+
+// Category splits the log in two: what people changed, and sign-ins. Each
+// category has its own hash chain and retention.
+type Category string
+
+// Categories.
+const (
+	Settings       Category = "SETTINGS"
+	Authentication Category = "AUTHENTICATION"
+)
+
+// authentication lists the actions of sign-ins; every other action is a
+// change of settings or users.
+var authentication = map[Action]bool{
+	CodeSent: true, CodeDeliveryFailed: true, CodeVerified: true, CodeRejected: true,
+	CodeExpired: true, FailedAttemptsLimitReached: true,
+}
+
+// CategoryOf is the category of a.
+func CategoryOf(a Action) Category {
+	if authentication[a] {
+		return Authentication
+	}
+	return Settings
+}
 
 // Party is a snapshot of a person as they were when the row was written.
 type Party struct {
@@ -50,8 +82,14 @@ type Event struct {
 	Target    *Party
 	App       string // "web", "manager" or empty
 	Details   json.RawMessage
-	CreatedAt time.Time
+	CreatedAt time.Time // set by the writer unless given (an outbox event keeps its own time)
+	// UID, when set, identifies the event wherever it was made: writing
+	// it again (a retried move from the outbox) stores nothing.
+	UID string
 }
+
+// Category is e's category, from its action.
+func (e *Event) Category() Category { return CategoryOf(e.Action) }
 
 // Change is the details of an edit: only the fields that changed.
 type Change struct {
@@ -130,13 +168,8 @@ func (l *Log) Announce(ctx context.Context, events ...*Event) {
 // Write appends e inside tx, the transaction of the change it describes,
 // and fills in its id and time. Call Announce once tx has committed.
 func (l *Log) Write(tx *gorm.DB, e *Event) error {
-	if store.IsPostgres(tx) {
-		// Serialise a company's audit writers until commit, so its ids
-		// commit in order and a reader that has seen id N has seen every
-		// smaller id: live subscribers then never skip a row.
-		if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtext(?))", "audit:"+e.Company).Error; err != nil {
-			return fmt.Errorf("write audit event: %w", err)
-		}
+	if err := lockCompany(tx, e.Company); err != nil {
+		return fmt.Errorf("write audit event: %w", err)
 	}
 	row := toRow(e)
 	if err := tx.Create(&row).Error; err != nil {
@@ -153,11 +186,8 @@ func (l *Log) WriteMany(tx *gorm.DB, events []*Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	if store.IsPostgres(tx) {
-		// As in Write: one lock per company serialises its writers.
-		if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtext(?))", "audit:"+events[0].Company).Error; err != nil {
-			return fmt.Errorf("write audit events: %w", err)
-		}
+	if err := lockCompany(tx, events[0].Company); err != nil {
+		return fmt.Errorf("write audit events: %w", err)
 	}
 	rows := make([]models.AuditEvent, len(events))
 	for i, e := range events {
@@ -188,7 +218,8 @@ func insertRows(tx *gorm.DB, rows []models.AuditEvent) error {
 		action, actorID, role    = make([]string, n), make([]string, n), make([]string, n)
 		details                  = make([]string, n)
 		actorName, target, tName = make([]*string, n), make([]*string, n), make([]*string, n)
-		app                      = make([]*string, n)
+		app, uid                 = make([]*string, n), make([]*string, n)
+		category                 = make([]string, n)
 		created                  = make([]time.Time, n)
 	)
 	now := store.Now()
@@ -198,15 +229,17 @@ func insertRows(tx *gorm.DB, rows []models.AuditEvent) error {
 		}
 		action[i], actorID[i], role[i], details[i] = r.Action, r.ActorID, r.ActorRole, r.Details
 		actorName[i], target[i], tName[i], app[i] = r.ActorName, r.TargetUserID, r.TargetUserName, r.App
+		category[i], uid[i] = r.Category, r.UID
 		created[i] = rows[i].CreatedAt
 	}
 	var ids []int64
 	err := tx.Raw(`INSERT INTO audit_events
-		(company_id, action, actor_id, actor_name, actor_role, target_user_id, target_user_name, app, details, created_at)
-		SELECT ?, * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[])
+		(company_id, action, actor_id, actor_name, actor_role, target_user_id, target_user_name, app, details, created_at, category, uid)
+		SELECT ?, * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::text[], ?::text[])
 		RETURNING id`,
 		rows[0].CompanyID, store.Array(action), store.Array(actorID), store.Array(actorName), store.Array(role),
-		store.Array(target), store.Array(tName), store.Array(app), store.Array(details), store.Array(created)).Scan(&ids).Error
+		store.Array(target), store.Array(tName), store.Array(app), store.Array(details), store.Array(created),
+		store.Array(category), store.Array(uid)).Scan(&ids).Error
 	if err != nil {
 		return err
 	}
@@ -228,6 +261,9 @@ func toRow(e *Event) models.AuditEvent {
 		ActorRole: string(e.Actor.Role),
 		App:       models.Nullable(e.App),
 		Details:   string(e.Details),
+		Category:  string(e.Category()),
+		UID:       models.Nullable(e.UID),
+		CreatedAt: e.CreatedAt,
 	}
 	if row.Details == "" {
 		row.Details = "{}"
@@ -276,6 +312,7 @@ func fromRow(r models.AuditEvent) Event {
 		App:       models.Value(r.App),
 		Details:   json.RawMessage(r.Details),
 		CreatedAt: r.CreatedAt.UTC(),
+		UID:       models.Value(r.UID),
 	}
 	if r.TargetUserID != nil {
 		e.Target = &Party{ID: *r.TargetUserID, Name: models.Value(r.TargetUserName)}

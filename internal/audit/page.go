@@ -30,7 +30,8 @@ const (
 
 // Filter narrows the log. Zero values match everything.
 type Filter struct {
-	Actions []Action
+	Actions  []Action
+	Category Category // empty: both
 	UserID  string // actor or target
 	App     string
 	From    *time.Time // inclusive
@@ -188,6 +189,9 @@ func (l *Log) List(ctx context.Context, c auth.Caller, req PageRequest) (Page, e
 func (f Filter) apply(q *gorm.DB) *gorm.DB {
 	if len(f.Actions) > 0 {
 		q = q.Where("action IN ?", f.Actions)
+	}
+	if f.Category != "" {
+		q = q.Where("category = ?", string(f.Category))
 	}
 	if f.UserID != "" {
 		q = q.Where("(actor_id = ? OR target_user_id = ?)", f.UserID, f.UserID)

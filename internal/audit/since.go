@@ -46,6 +46,8 @@ func (f Filter) Match(e Event) bool {
 	switch {
 	case len(f.Actions) > 0 && !slices.Contains(f.Actions, e.Action):
 		return false
+	case f.Category != "" && e.Category() != f.Category:
+		return false
 	case f.UserID != "" && e.Actor.ID != f.UserID && (e.Target == nil || e.Target.ID != f.UserID):
 		return false
 	case f.App != "" && e.App != f.App:

@@ -125,4 +125,26 @@ var migrations = []*gormigrate.Migration{
 			return nil
 		},
 	},
+	{
+		// Sign-in events (issue 10): a category per row, each with its own
+		// hash chain, and a unique id per event so that an event moved from
+		// Redis twice is stored once. Existing rows get their category here;
+		// hashes are filled by a later migration.
+		ID: "0003_audit_category_uid_hash",
+		Migrate: func(tx *gorm.DB) error {
+			for _, stmt := range []string{
+				"ALTER TABLE audit_events ADD COLUMN category varchar(16) NOT NULL DEFAULT 'SETTINGS'",
+				"ALTER TABLE audit_events ADD COLUMN uid varchar(64)",
+				"ALTER TABLE audit_events ADD COLUMN hash varchar(64)",
+				"UPDATE audit_events SET category = 'AUTHENTICATION' WHERE action = 'FAILED_ATTEMPTS_LIMIT_REACHED'",
+				"CREATE UNIQUE INDEX idx_audit_company_uid ON audit_events (company_id, uid) WHERE uid IS NOT NULL",
+				"CREATE INDEX idx_audit_company_category ON audit_events (company_id, category, id)",
+			} {
+				if err := tx.Exec(stmt).Error; err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	},
 }
