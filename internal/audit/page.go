@@ -32,10 +32,10 @@ const (
 type Filter struct {
 	Actions  []Action
 	Category Category // empty: both
-	UserID  string // actor or target
-	App     string
-	From    *time.Time // inclusive
-	To      *time.Time // exclusive
+	UserID   string   // actor or target
+	App      string
+	From     *time.Time // inclusive
+	To       *time.Time // exclusive
 }
 
 // PageRequest follows the Relay connection arguments. Set First/After to
