@@ -66,6 +66,12 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	AuditLogIntegrity struct {
+		CheckedRows        func(childComplexity int) int
+		FirstBrokenEventID func(childComplexity int) int
+		Ok                 func(childComplexity int) int
+	}
+
 	Challenge struct {
 		App               func(childComplexity int) int
 		AttemptsRemaining func(childComplexity int) int
@@ -100,12 +106,13 @@ type ComplexityRoot struct {
 	}
 
 	IssueChallengePayload struct {
-		AvailableChannels func(childComplexity int) int
-		Challenge         func(childComplexity int) int
-		ContactPerson     func(childComplexity int) int
-		LockedUntil       func(childComplexity int) int
-		RetryAfter        func(childComplexity int) int
-		UserErrors        func(childComplexity int) int
+		AvailableChannels  func(childComplexity int) int
+		Challenge          func(childComplexity int) int
+		ContactPerson      func(childComplexity int) int
+		LockedIndefinitely func(childComplexity int) int
+		LockedUntil        func(childComplexity int) int
+		RetryAfter         func(childComplexity int) int
+		UserErrors         func(childComplexity int) int
 	}
 
 	Mutation struct {
@@ -131,6 +138,7 @@ type ComplexityRoot struct {
 
 	Query struct {
 		AuditLog          func(childComplexity int, first *int, after *string, last *int, before *string, filter *model.AuditLogFilter) int
+		AuditLogIntegrity func(childComplexity int, from *time.Time, to *time.Time, category *model.AuditCategory) int
 		Challenge         func(childComplexity int, id string) int
 		Me                func(childComplexity int) int
 		TwoFactorSettings func(childComplexity int) int
@@ -199,9 +207,15 @@ type ComplexityRoot struct {
 	}
 
 	UserTwoFactor struct {
-		LockedUntil func(childComplexity int) int
-		Manager     func(childComplexity int) int
-		Web         func(childComplexity int) int
+		LockedIndefinitely func(childComplexity int) int
+		LockedUntil        func(childComplexity int) int
+		Manager            func(childComplexity int) int
+		Web                func(childComplexity int) int
+	}
+
+	UserTwoFactorIndefiniteLocks struct {
+		Manager func(childComplexity int) int
+		Web     func(childComplexity int) int
 	}
 
 	UserTwoFactorLocks struct {
@@ -210,12 +224,13 @@ type ComplexityRoot struct {
 	}
 
 	VerifyChallengePayload struct {
-		Assertion         func(childComplexity int) int
-		AttemptsRemaining func(childComplexity int) int
-		ContactPerson     func(childComplexity int) int
-		LockedUntil       func(childComplexity int) int
-		Status            func(childComplexity int) int
-		UserErrors        func(childComplexity int) int
+		Assertion          func(childComplexity int) int
+		AttemptsRemaining  func(childComplexity int) int
+		ContactPerson      func(childComplexity int) int
+		LockedIndefinitely func(childComplexity int) int
+		LockedUntil        func(childComplexity int) int
+		Status             func(childComplexity int) int
+		UserErrors         func(childComplexity int) int
 	}
 }
 
@@ -243,12 +258,14 @@ type QueryResolver interface {
 	Me(ctx context.Context) (*model.User, error)
 	AuditLog(ctx context.Context, first *int, after *string, last *int, before *string, filter *model.AuditLogFilter) (*model.AuditEventConnection, error)
 	Challenge(ctx context.Context, id string) (*model.Challenge, error)
+	AuditLogIntegrity(ctx context.Context, from *time.Time, to *time.Time, category *model.AuditCategory) (*model.AuditLogIntegrity, error)
 }
 type SubscriptionResolver interface {
 	AuditEventAdded(ctx context.Context, filter *model.AuditLogFilter, after *string) (<-chan *model.AuditEventEdge, error)
 }
 type UserTwoFactorResolver interface {
 	LockedUntil(ctx context.Context, obj *model.UserTwoFactor) (*model.UserTwoFactorLocks, error)
+	LockedIndefinitely(ctx context.Context, obj *model.UserTwoFactor) (*model.UserTwoFactorIndefiniteLocks, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -356,6 +373,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AuditEventEdge.Node(childComplexity), true
+
+	case "AuditLogIntegrity.checkedRows":
+		if e.ComplexityRoot.AuditLogIntegrity.CheckedRows == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditLogIntegrity.CheckedRows(childComplexity), true
+	case "AuditLogIntegrity.firstBrokenEventId":
+		if e.ComplexityRoot.AuditLogIntegrity.FirstBrokenEventID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditLogIntegrity.FirstBrokenEventID(childComplexity), true
+	case "AuditLogIntegrity.ok":
+		if e.ComplexityRoot.AuditLogIntegrity.Ok == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditLogIntegrity.Ok(childComplexity), true
 
 	case "Challenge.app":
 		if e.ComplexityRoot.Challenge.App == nil {
@@ -488,6 +524,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.IssueChallengePayload.ContactPerson(childComplexity), true
+	case "IssueChallengePayload.lockedIndefinitely":
+		if e.ComplexityRoot.IssueChallengePayload.LockedIndefinitely == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IssueChallengePayload.LockedIndefinitely(childComplexity), true
 	case "IssueChallengePayload.lockedUntil":
 		if e.ComplexityRoot.IssueChallengePayload.LockedUntil == nil {
 			break
@@ -665,6 +707,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.AuditLog(childComplexity, args["first"].(*int), args["after"].(*string), args["last"].(*int), args["before"].(*string), args["filter"].(*model.AuditLogFilter)), true
+	case "Query.auditLogIntegrity":
+		if e.ComplexityRoot.Query.AuditLogIntegrity == nil {
+			break
+		}
+
+		args, err := ec.field_Query_auditLogIntegrity_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.AuditLogIntegrity(childComplexity, args["from"].(*time.Time), args["to"].(*time.Time), args["category"].(*model.AuditCategory)), true
 	case "Query.challenge":
 		if e.ComplexityRoot.Query.Challenge == nil {
 			break
@@ -890,6 +943,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.UserPayload.UserErrors(childComplexity), true
 
+	case "UserTwoFactor.lockedIndefinitely":
+		if e.ComplexityRoot.UserTwoFactor.LockedIndefinitely == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UserTwoFactor.LockedIndefinitely(childComplexity), true
 	case "UserTwoFactor.lockedUntil":
 		if e.ComplexityRoot.UserTwoFactor.LockedUntil == nil {
 			break
@@ -908,6 +967,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UserTwoFactor.Web(childComplexity), true
+
+	case "UserTwoFactorIndefiniteLocks.manager":
+		if e.ComplexityRoot.UserTwoFactorIndefiniteLocks.Manager == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UserTwoFactorIndefiniteLocks.Manager(childComplexity), true
+	case "UserTwoFactorIndefiniteLocks.web":
+		if e.ComplexityRoot.UserTwoFactorIndefiniteLocks.Web == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UserTwoFactorIndefiniteLocks.Web(childComplexity), true
 
 	case "UserTwoFactorLocks.manager":
 		if e.ComplexityRoot.UserTwoFactorLocks.Manager == nil {
@@ -940,6 +1012,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.VerifyChallengePayload.ContactPerson(childComplexity), true
+	case "VerifyChallengePayload.lockedIndefinitely":
+		if e.ComplexityRoot.VerifyChallengePayload.LockedIndefinitely == nil {
+			break
+		}
+
+		return e.ComplexityRoot.VerifyChallengePayload.LockedIndefinitely(childComplexity), true
 	case "VerifyChallengePayload.lockedUntil":
 		if e.ComplexityRoot.VerifyChallengePayload.LockedUntil == nil {
 			break
@@ -1176,6 +1254,19 @@ type Query {
   auditLog(first: Int, after: String, last: Int, before: String, filter: AuditLogFilter): AuditEventConnection!
   "The current state of a challenge. Users see their own; services any of their company's."
   challenge(id: ID!): Challenge
+  """
+  Checks the hash chains of the caller's company log (both categories, or
+  one) over rows created in [from, to), both optional. Admin only.
+  """
+  auditLogIntegrity(from: DateTime, to: DateTime, category: AuditCategory): AuditLogIntegrity!
+}
+
+type AuditLogIntegrity {
+  "True when every checked row links to the one before it in its chain."
+  ok: Boolean!
+  checkedRows: Int!
+  "The oldest row whose hash does not match, or null."
+  firstBrokenEventId: ID
 }
 
 """
@@ -1259,6 +1350,13 @@ type UserTwoFactor {
   manager: Boolean!
   "Until when 2FA is locked after failed attempts, per app. Null (with an error) only when the lock store is unreachable."
   lockedUntil: UserTwoFactorLocks
+  "Per app: locked until an admin unlocks (after MAX_CONSECUTIVE_FAILURES wrong codes); lockedUntil is then null."
+  lockedIndefinitely: UserTwoFactorIndefiniteLocks
+}
+
+type UserTwoFactorIndefiniteLocks {
+  web: Boolean!
+  manager: Boolean!
 }
 
 type UserTwoFactorLocks {
@@ -1407,8 +1505,10 @@ type IssueChallengePayload {
   challenge: Challenge
   "With RESEND_TOO_SOON or RATE_LIMITED: seconds to wait."
   retryAfter: Int
-  "With LOCKED: when the lock ends."
+  "With LOCKED: when the lock ends; null when it lasts until an admin unlocks."
   lockedUntil: DateTime
+  "With LOCKED: true when only an admin can unlock."
+  lockedIndefinitely: Boolean
   "With LOCKED: whom to contact."
   contactPerson: ContactPerson
   "With CHANNEL_NOT_AVAILABLE or DELIVERY_FAILED: what may be asked for now."
@@ -1426,7 +1526,10 @@ type VerifyChallengePayload {
   attemptsRemaining: Int
   "EdDSA JWT proving the check, valid 2 minutes; verify it with /.well-known/jwks.json."
   assertion: String
+  "With LOCKED: when the lock ends; null when it lasts until an admin unlocks."
   lockedUntil: DateTime
+  "With LOCKED: true when only an admin can unlock."
+  lockedIndefinitely: Boolean
   "With LOCKED: whom to contact."
   contactPerson: ContactPerson
   userErrors: [UserError!]!
@@ -1563,6 +1666,18 @@ func (ec *executionContext) childFields_AuditEventEdge(ctx context.Context, fiel
 	return nil, fmt.Errorf("no field named %q was found under type AuditEventEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_AuditLogIntegrity(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "ok":
+		return ec.fieldContext_AuditLogIntegrity_ok(ctx, field)
+	case "checkedRows":
+		return ec.fieldContext_AuditLogIntegrity_checkedRows(ctx, field)
+	case "firstBrokenEventId":
+		return ec.fieldContext_AuditLogIntegrity_firstBrokenEventId(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditLogIntegrity", field.Name)
+}
+
 func (ec *executionContext) childFields_Challenge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -1637,6 +1752,8 @@ func (ec *executionContext) childFields_IssueChallengePayload(ctx context.Contex
 		return ec.fieldContext_IssueChallengePayload_retryAfter(ctx, field)
 	case "lockedUntil":
 		return ec.fieldContext_IssueChallengePayload_lockedUntil(ctx, field)
+	case "lockedIndefinitely":
+		return ec.fieldContext_IssueChallengePayload_lockedIndefinitely(ctx, field)
 	case "contactPerson":
 		return ec.fieldContext_IssueChallengePayload_contactPerson(ctx, field)
 	case "availableChannels":
@@ -1781,8 +1898,20 @@ func (ec *executionContext) childFields_UserTwoFactor(ctx context.Context, field
 		return ec.fieldContext_UserTwoFactor_manager(ctx, field)
 	case "lockedUntil":
 		return ec.fieldContext_UserTwoFactor_lockedUntil(ctx, field)
+	case "lockedIndefinitely":
+		return ec.fieldContext_UserTwoFactor_lockedIndefinitely(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UserTwoFactor", field.Name)
+}
+
+func (ec *executionContext) childFields_UserTwoFactorIndefiniteLocks(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "web":
+		return ec.fieldContext_UserTwoFactorIndefiniteLocks_web(ctx, field)
+	case "manager":
+		return ec.fieldContext_UserTwoFactorIndefiniteLocks_manager(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UserTwoFactorIndefiniteLocks", field.Name)
 }
 
 func (ec *executionContext) childFields_UserTwoFactorLocks(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1805,6 +1934,8 @@ func (ec *executionContext) childFields_VerifyChallengePayload(ctx context.Conte
 		return ec.fieldContext_VerifyChallengePayload_assertion(ctx, field)
 	case "lockedUntil":
 		return ec.fieldContext_VerifyChallengePayload_lockedUntil(ctx, field)
+	case "lockedIndefinitely":
+		return ec.fieldContext_VerifyChallengePayload_lockedIndefinitely(ctx, field)
 	case "contactPerson":
 		return ec.fieldContext_VerifyChallengePayload_contactPerson(ctx, field)
 	case "userErrors":
@@ -2094,6 +2225,36 @@ func (ec *executionContext) field_Query___type_args(ctx context.Context, rawArgs
 		return nil, err
 	}
 	args["name"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_auditLogIntegrity_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "from",
+		func(ctx context.Context, v any) (*time.Time, error) {
+			return ec.unmarshalODateTime2ᚖtimeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["from"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "to",
+		func(ctx context.Context, v any) (*time.Time, error) {
+			return ec.unmarshalODateTime2ᚖtimeᚐTime(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["to"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "category",
+		func(ctx context.Context, v any) (*model.AuditCategory, error) {
+			return ec.unmarshalOAuditCategory2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditCategory(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["category"] = arg2
 	return args, nil
 }
 
@@ -2672,6 +2833,75 @@ func (ec *executionContext) fieldContext_AuditEventEdge_node(_ context.Context, 
 	return fc, nil
 }
 
+func (ec *executionContext) _AuditLogIntegrity_ok(ctx context.Context, field graphql.CollectedField, obj *model.AuditLogIntegrity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditLogIntegrity_ok(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Ok, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditLogIntegrity_ok(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditLogIntegrity", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _AuditLogIntegrity_checkedRows(ctx context.Context, field graphql.CollectedField, obj *model.AuditLogIntegrity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditLogIntegrity_checkedRows(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CheckedRows, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditLogIntegrity_checkedRows(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditLogIntegrity", field, false, false, "Int")
+}
+
+func (ec *executionContext) _AuditLogIntegrity_firstBrokenEventId(ctx context.Context, field graphql.CollectedField, obj *model.AuditLogIntegrity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditLogIntegrity_firstBrokenEventId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FirstBrokenEventID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AuditLogIntegrity_firstBrokenEventId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditLogIntegrity", field, false, false, "ID")
+}
+
 func (ec *executionContext) _Challenge_id(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3180,6 +3410,29 @@ func (ec *executionContext) _IssueChallengePayload_lockedUntil(ctx context.Conte
 }
 func (ec *executionContext) fieldContext_IssueChallengePayload_lockedUntil(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("IssueChallengePayload", field, false, false, "DateTime")
+}
+
+func (ec *executionContext) _IssueChallengePayload_lockedIndefinitely(ctx context.Context, field graphql.CollectedField, obj *model.IssueChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IssueChallengePayload_lockedIndefinitely(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LockedIndefinitely, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *bool) graphql.Marshaler {
+			return ec.marshalOBoolean2ᚖbool(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_IssueChallengePayload_lockedIndefinitely(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IssueChallengePayload", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _IssueChallengePayload_contactPerson(ctx context.Context, field graphql.CollectedField, obj *model.IssueChallengePayload) (ret graphql.Marshaler) {
@@ -4079,6 +4332,50 @@ func (ec *executionContext) fieldContext_Query_challenge(ctx context.Context, fi
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_challenge_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_auditLogIntegrity(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_auditLogIntegrity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().AuditLogIntegrity(ctx, fc.Args["from"].(*time.Time), fc.Args["to"].(*time.Time), fc.Args["category"].(*model.AuditCategory))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuditLogIntegrity) graphql.Marshaler {
+			return ec.marshalNAuditLogIntegrity2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditLogIntegrity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_auditLogIntegrity(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuditLogIntegrity(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_auditLogIntegrity_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -5007,6 +5304,84 @@ func (ec *executionContext) fieldContext_UserTwoFactor_lockedUntil(_ context.Con
 	return fc, nil
 }
 
+func (ec *executionContext) _UserTwoFactor_lockedIndefinitely(ctx context.Context, field graphql.CollectedField, obj *model.UserTwoFactor) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UserTwoFactor_lockedIndefinitely(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.UserTwoFactor().LockedIndefinitely(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.UserTwoFactorIndefiniteLocks) graphql.Marshaler {
+			return ec.marshalOUserTwoFactorIndefiniteLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorIndefiniteLocks(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_UserTwoFactor_lockedIndefinitely(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "UserTwoFactor",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_UserTwoFactorIndefiniteLocks(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _UserTwoFactorIndefiniteLocks_web(ctx context.Context, field graphql.CollectedField, obj *model.UserTwoFactorIndefiniteLocks) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UserTwoFactorIndefiniteLocks_web(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Web, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UserTwoFactorIndefiniteLocks_web(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UserTwoFactorIndefiniteLocks", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _UserTwoFactorIndefiniteLocks_manager(ctx context.Context, field graphql.CollectedField, obj *model.UserTwoFactorIndefiniteLocks) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_UserTwoFactorIndefiniteLocks_manager(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Manager, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_UserTwoFactorIndefiniteLocks_manager(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("UserTwoFactorIndefiniteLocks", field, false, false, "Boolean")
+}
+
 func (ec *executionContext) _UserTwoFactorLocks_web(ctx context.Context, field graphql.CollectedField, obj *model.UserTwoFactorLocks) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5143,6 +5518,29 @@ func (ec *executionContext) _VerifyChallengePayload_lockedUntil(ctx context.Cont
 }
 func (ec *executionContext) fieldContext_VerifyChallengePayload_lockedUntil(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("VerifyChallengePayload", field, false, false, "DateTime")
+}
+
+func (ec *executionContext) _VerifyChallengePayload_lockedIndefinitely(ctx context.Context, field graphql.CollectedField, obj *model.VerifyChallengePayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_VerifyChallengePayload_lockedIndefinitely(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LockedIndefinitely, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *bool) graphql.Marshaler {
+			return ec.marshalOBoolean2ᚖbool(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_VerifyChallengePayload_lockedIndefinitely(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("VerifyChallengePayload", field, false, false, "Boolean")
 }
 
 func (ec *executionContext) _VerifyChallengePayload_contactPerson(ctx context.Context, field graphql.CollectedField, obj *model.VerifyChallengePayload) (ret graphql.Marshaler) {
@@ -7298,6 +7696,49 @@ func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.Selecti
 	return out
 }
 
+var auditLogIntegrityImplementors = []string{"AuditLogIntegrity"}
+
+func (ec *executionContext) _AuditLogIntegrity(ctx context.Context, sel ast.SelectionSet, obj *model.AuditLogIntegrity) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, auditLogIntegrityImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("AuditLogIntegrity")
+		case "ok":
+			out.Values[i] = ec._AuditLogIntegrity_ok(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "checkedRows":
+			out.Values[i] = ec._AuditLogIntegrity_checkedRows(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "firstBrokenEventId":
+			out.Values[i] = ec._AuditLogIntegrity_firstBrokenEventId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var challengeImplementors = []string{"Challenge"}
 
 func (ec *executionContext) _Challenge(ctx context.Context, sel ast.SelectionSet, obj *model.Challenge) graphql.Marshaler {
@@ -7554,6 +7995,11 @@ func (ec *executionContext) _IssueChallengePayload(ctx context.Context, sel ast.
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
+		case "lockedIndefinitely":
+			out.Values[i] = ec._IssueChallengePayload_lockedIndefinitely(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		case "contactPerson":
 			out.Values[i] = ec._IssueChallengePayload_contactPerson(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
@@ -7801,6 +8247,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_challenge(ctx, field)
+				})
+		case "auditLogIntegrity":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_auditLogIntegrity(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -8290,6 +8742,50 @@ func (ec *executionContext) _UserTwoFactor(ctx context.Context, sel ast.Selectio
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._UserTwoFactor_lockedUntil(ctx, field, obj)
 				})
+		case "lockedIndefinitely":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._UserTwoFactor_lockedIndefinitely(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var userTwoFactorIndefiniteLocksImplementors = []string{"UserTwoFactorIndefiniteLocks"}
+
+func (ec *executionContext) _UserTwoFactorIndefiniteLocks(ctx context.Context, sel ast.SelectionSet, obj *model.UserTwoFactorIndefiniteLocks) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, userTwoFactorIndefiniteLocksImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("UserTwoFactorIndefiniteLocks")
+		case "web":
+			out.Values[i] = ec._UserTwoFactorIndefiniteLocks_web(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "manager":
+			out.Values[i] = ec._UserTwoFactorIndefiniteLocks_manager(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -8373,6 +8869,11 @@ func (ec *executionContext) _VerifyChallengePayload(ctx context.Context, sel ast
 			}
 		case "lockedUntil":
 			out.Values[i] = ec._VerifyChallengePayload_lockedUntil(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lockedIndefinitely":
+			out.Values[i] = ec._VerifyChallengePayload_lockedIndefinitely(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
@@ -8835,6 +9336,14 @@ func (ec *executionContext) marshalNAuditEventEdge2ᚖgithubᚗcomᚋtwofactor�
 		return graphql.Null
 	}
 	return ec._AuditEventEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNAuditLogIntegrity2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐAuditLogIntegrity(ctx context.Context, sel ast.SelectionSet, v *model.AuditLogIntegrity) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "AuditLogIntegrity!")
+		return graphql.Null
+	}
+	return ec._AuditLogIntegrity(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNBoolean2bool(ctx context.Context, v any) (bool, error) {
@@ -9761,6 +10270,13 @@ func (ec *executionContext) marshalOUserPayload2ᚖgithubᚗcomᚋtwofactorᚋse
 		return graphql.Null
 	}
 	return ec._UserPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOUserTwoFactorIndefiniteLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorIndefiniteLocks(ctx context.Context, sel ast.SelectionSet, v *model.UserTwoFactorIndefiniteLocks) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._UserTwoFactorIndefiniteLocks(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalOUserTwoFactorLocks2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐUserTwoFactorLocks(ctx context.Context, sel ast.SelectionSet, v *model.UserTwoFactorLocks) graphql.Marshaler {

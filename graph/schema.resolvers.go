@@ -8,6 +8,7 @@ package graph
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/twofactor/service/graph/model"
 	"github.com/twofactor/service/internal/apps"
@@ -284,6 +285,11 @@ func (r *queryResolver) Challenge(ctx context.Context, id string) (*model.Challe
 	return toChallenge(ch), nil
 }
 
+// AuditLogIntegrity is the resolver for the auditLogIntegrity field.
+func (r *queryResolver) AuditLogIntegrity(ctx context.Context, from *time.Time, to *time.Time, category *model.AuditCategory) (*model.AuditLogIntegrity, error) {
+	return r.auditLogIntegrity(ctx, from, to, category)
+}
+
 // AuditEventAdded is the resolver for the auditEventAdded field.
 func (r *subscriptionResolver) AuditEventAdded(ctx context.Context, filter *model.AuditLogFilter, after *string) (<-chan *model.AuditEventEdge, error) {
 	c, err := auth.FromContext(ctx)
@@ -321,6 +327,11 @@ func (r *userTwoFactorResolver) LockedUntil(ctx context.Context, obj *model.User
 		out.Manager = &t
 	}
 	return out, nil
+}
+
+// LockedIndefinitely is the resolver for the lockedIndefinitely field.
+func (r *userTwoFactorResolver) LockedIndefinitely(ctx context.Context, obj *model.UserTwoFactor) (*model.UserTwoFactorIndefiniteLocks, error) {
+	return r.lockedIndefinitely(ctx, obj)
 }
 
 // Mutation returns MutationResolver implementation.

@@ -54,6 +54,14 @@ type AuditLogFilter struct {
 	To *time.Time `json:"to,omitempty"`
 }
 
+type AuditLogIntegrity struct {
+	// True when every checked row links to the one before it in its chain.
+	Ok          bool `json:"ok"`
+	CheckedRows int  `json:"checkedRows"`
+	// The oldest row whose hash does not match, or null.
+	FirstBrokenEventID *string `json:"firstBrokenEventId,omitempty"`
+}
+
 type Challenge struct {
 	ID      string  `json:"id"`
 	App     App     `json:"app"`
@@ -123,8 +131,10 @@ type IssueChallengePayload struct {
 	Challenge *Challenge `json:"challenge,omitempty"`
 	// With RESEND_TOO_SOON or RATE_LIMITED: seconds to wait.
 	RetryAfter *int `json:"retryAfter,omitempty"`
-	// With LOCKED: when the lock ends.
+	// With LOCKED: when the lock ends; null when it lasts until an admin unlocks.
 	LockedUntil *time.Time `json:"lockedUntil,omitempty"`
+	// With LOCKED: true when only an admin can unlock.
+	LockedIndefinitely *bool `json:"lockedIndefinitely,omitempty"`
 	// With LOCKED: whom to contact.
 	ContactPerson *ContactPerson `json:"contactPerson,omitempty"`
 	// With CHANNEL_NOT_AVAILABLE or DELIVERY_FAILED: what may be asked for now.
@@ -265,6 +275,11 @@ type UserPayload struct {
 	UserErrors []UserError `json:"userErrors"`
 }
 
+type UserTwoFactorIndefiniteLocks struct {
+	Web     bool `json:"web"`
+	Manager bool `json:"manager"`
+}
+
 type UserTwoFactorLocks struct {
 	Web     *time.Time `json:"web,omitempty"`
 	Manager *time.Time `json:"manager,omitempty"`
@@ -285,8 +300,11 @@ type VerifyChallengePayload struct {
 	Status            *ChallengeStatus `json:"status,omitempty"`
 	AttemptsRemaining *int             `json:"attemptsRemaining,omitempty"`
 	// EdDSA JWT proving the check, valid 2 minutes; verify it with /.well-known/jwks.json.
-	Assertion   *string    `json:"assertion,omitempty"`
+	Assertion *string `json:"assertion,omitempty"`
+	// With LOCKED: when the lock ends; null when it lasts until an admin unlocks.
 	LockedUntil *time.Time `json:"lockedUntil,omitempty"`
+	// With LOCKED: true when only an admin can unlock.
+	LockedIndefinitely *bool `json:"lockedIndefinitely,omitempty"`
 	// With LOCKED: whom to contact.
 	ContactPerson *ContactPerson `json:"contactPerson,omitempty"`
 	UserErrors    []UserError    `json:"userErrors"`
