@@ -2,13 +2,31 @@ package graph
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/twofactor/service/graph/model"
+	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/auth"
 )
 
-// auditLogIntegrity checks the company's hash chains. (Being built: issue 10, section 4.)
+// auditLogIntegrity checks the caller's company hash chains.
 func (r *Resolver) auditLogIntegrity(ctx context.Context, from, to *time.Time, category *model.AuditCategory) (*model.AuditLogIntegrity, error) {
-	return nil, r.toGQL(ctx, errors.New("audit log integrity: not built yet"))
+	c, err := auth.FromContext(ctx)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	w := audit.Window{From: from, To: to}
+	if category != nil {
+		w.Category = audit.Category(*category)
+	}
+	res, err := r.AuditService.CheckIntegrity(ctx, c, w)
+	if err != nil {
+		return nil, r.toGQL(ctx, err)
+	}
+	out := &model.AuditLogIntegrity{Ok: res.OK, CheckedRows: res.CheckedRows}
+	if res.FirstBroken != nil {
+		id := r.AuditService.PublicID(*res.FirstBroken)
+		out.FirstBrokenEventID = &id
+	}
+	return out, nil
 }

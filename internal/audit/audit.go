@@ -171,7 +171,11 @@ func (l *Log) Write(tx *gorm.DB, e *Event) error {
 	if err := lockCompany(tx, e.Company); err != nil {
 		return fmt.Errorf("write audit event: %w", err)
 	}
-	row := toRow(e)
+	rows := []models.AuditEvent{toRow(e)}
+	if err := l.link(tx, rows); err != nil {
+		return fmt.Errorf("write audit event: %w", err)
+	}
+	row := rows[0]
 	if err := tx.Create(&row).Error; err != nil {
 		return fmt.Errorf("write audit event: %w", err)
 	}
@@ -196,6 +200,9 @@ func (l *Log) WriteMany(tx *gorm.DB, events []*Event) error {
 		}
 		rows[i] = toRow(e)
 	}
+	if err := l.link(tx, rows); err != nil {
+		return fmt.Errorf("write audit events: %w", err)
+	}
 	if err := insertRows(tx, rows); err != nil {
 		return fmt.Errorf("write audit events: %w", err)
 	}
@@ -205,7 +212,8 @@ func (l *Log) WriteMany(tx *gorm.DB, events []*Event) error {
 	return nil
 }
 
-// insertRows inserts rows and fills in their ids. On PostgreSQL it sends
+// insertRows inserts rows, already linked (times and hashes set), in
+// order, and fills in their ids. On PostgreSQL it sends
 // one array per column and unnests them: a VALUES list of 500 rows has
 // 5,000 parameters, which PostgreSQL parses and plans row by row
 // (measured: the unnest insert takes about half as long).
@@ -218,28 +226,27 @@ func insertRows(tx *gorm.DB, rows []models.AuditEvent) error {
 		action, actorID, role    = make([]string, n), make([]string, n), make([]string, n)
 		details                  = make([]string, n)
 		actorName, target, tName = make([]*string, n), make([]*string, n), make([]*string, n)
-		app, uid                 = make([]*string, n), make([]*string, n)
+		app, uid, hash           = make([]*string, n), make([]*string, n), make([]*string, n)
 		category                 = make([]string, n)
 		created                  = make([]time.Time, n)
 	)
-	now := store.Now()
 	for i, r := range rows {
-		if r.CreatedAt.IsZero() {
-			rows[i].CreatedAt = now
-		}
 		action[i], actorID[i], role[i], details[i] = r.Action, r.ActorID, r.ActorRole, r.Details
 		actorName[i], target[i], tName[i], app[i] = r.ActorName, r.TargetUserID, r.TargetUserName, r.App
-		category[i], uid[i] = r.Category, r.UID
-		created[i] = rows[i].CreatedAt
+		category[i], uid[i], hash[i] = r.Category, r.UID, r.Hash
+		created[i] = r.CreatedAt
 	}
 	var ids []int64
+	// WITH ORDINALITY and ORDER BY: the ids, and so the chain order, follow
+	// the order the rows were linked in.
 	err := tx.Raw(`INSERT INTO audit_events
-		(company_id, action, actor_id, actor_name, actor_role, target_user_id, target_user_name, app, details, created_at, category, uid)
-		SELECT ?, * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::text[], ?::text[])
+		(company_id, action, actor_id, actor_name, actor_role, target_user_id, target_user_name, app, details, created_at, category, uid, hash)
+		SELECT ?, a, b, c, d, e, f, g, h, i, j, k, m FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::text[], ?::text[], ?::text[])
+			WITH ORDINALITY AS v(a, b, c, d, e, f, g, h, i, j, k, m, n) ORDER BY n
 		RETURNING id`,
 		rows[0].CompanyID, store.Array(action), store.Array(actorID), store.Array(actorName), store.Array(role),
 		store.Array(target), store.Array(tName), store.Array(app), store.Array(details), store.Array(created),
-		store.Array(category), store.Array(uid)).Scan(&ids).Error
+		store.Array(category), store.Array(uid), store.Array(hash)).Scan(&ids).Error
 	if err != nil {
 		return err
 	}
@@ -247,6 +254,9 @@ func insertRows(tx *gorm.DB, rows []models.AuditEvent) error {
 		return fmt.Errorf("inserted %d of %d rows", len(ids), n)
 	}
 	for i := range rows {
+		if i > 0 && ids[i] <= ids[i-1] {
+			return fmt.Errorf("inserted ids out of order (%d after %d): the chain would not follow them", ids[i], ids[i-1])
+		}
 		rows[i].ID = ids[i]
 	}
 	return nil

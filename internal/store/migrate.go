@@ -7,6 +7,8 @@ import (
 
 	"github.com/go-gormigrate/gormigrate/v2"
 	"gorm.io/gorm"
+
+	"github.com/twofactor/service/internal/audit/hashchain"
 )
 
 // migrationLockKey serialises migrations across instances that start at
@@ -147,4 +149,126 @@ var migrations = []*gormigrate.Migration{
 			return nil
 		},
 	},
+	{
+		// Tamper evidence (issue 10, section 4): links every existing row
+		// into its company's chain for its category, in id order, from the
+		// genesis hash. The writers link new rows from here on.
+		ID:      "0004_audit_hash_chain",
+		Migrate: chainAuditRows0004,
+	},
+	{
+		// Retention (issue 10, section 5): a checkpoint per chain keeps the
+		// hash of the newest removed row, and a partial index finds old
+		// sign-in rows without indexing settings rows, which never expire
+		// (so their bulk inserts pay nothing for it).
+		ID: "0005_audit_checkpoints",
+		Migrate: func(tx *gorm.DB) error {
+			type auditCheckpoint struct {
+				CompanyID string    `gorm:"primaryKey;size:64"`
+				Category  string    `gorm:"primaryKey;size:16"`
+				LastID    int64     `gorm:"not null"`
+				Hash      string    `gorm:"size:64;not null"`
+				UpdatedAt time.Time `gorm:"not null"`
+			}
+			if err := tx.Migrator().CreateTable(&auditCheckpoint{}); err != nil {
+				return err
+			}
+			return tx.Exec("CREATE INDEX idx_audit_auth_created ON audit_events (created_at, company_id) WHERE category = 'AUTHENTICATION'").Error
+		},
+	},
+}
+
+// MigrateTo applies the migrations up to and including id, and no later
+// ones: for tests of what a migration does to rows written before it.
+func MigrateTo(ctx context.Context, db *gorm.DB, id string) error {
+	err := gormigrate.New(db.WithContext(ctx), &gormigrate.Options{
+		TableName: "schema_migrations", IDColumnName: "id", IDColumnSize: 64, UseTransaction: true,
+	}, migrations).MigrateTo(id)
+	if err != nil {
+		return fmt.Errorf("migrate to %s: %w", id, err)
+	}
+	return nil
+}
+
+// auditRow0004 is an audit row as migration 0004 reads it.
+type auditRow0004 struct {
+	ID             int64
+	CompanyID      string
+	Category       string
+	Action         string
+	ActorID        string
+	ActorName      *string
+	ActorRole      string
+	TargetUserID   *string
+	TargetUserName *string
+	App            *string
+	Details        string
+	CreatedAt      time.Time
+	UID            *string `gorm:"column:uid"`
+}
+
+// chainAuditRows0004 is migration 0004. Its SQL is frozen here like every
+// migration's; the encoding is not copied but called: hashchain is a
+// stored format that can never change (a change would break every stored
+// chain), imports nothing of this module, and a second copy could only
+// drift from the one the writers and the check use.
+func chainAuditRows0004(tx *gorm.DB) error {
+	var chains []struct{ CompanyID, Category string }
+	if err := tx.Raw("SELECT DISTINCT company_id, category FROM audit_events ORDER BY company_id, category").
+		Scan(&chains).Error; err != nil {
+		return err
+	}
+	for _, c := range chains {
+		if err := chainAuditChain0004(tx, c.CompanyID, c.Category); err != nil {
+			return fmt.Errorf("chain %s/%s: %w", c.CompanyID, c.Category, err)
+		}
+	}
+	return nil
+}
+
+// chainAuditChain0004 hashes one chain in batches of 1,000 rows, keyset
+// by id, so memory stays flat whatever the chain's length.
+func chainAuditChain0004(tx *gorm.DB, company, category string) error {
+	prev, after := hashchain.Genesis, int64(0)
+	for {
+		var rows []auditRow0004
+		err := tx.Raw(`SELECT id, company_id, category, action, actor_id, actor_name, actor_role, target_user_id,
+				target_user_name, app, details, created_at, uid
+			FROM audit_events WHERE company_id = ? AND category = ? AND id > ?
+			ORDER BY company_id, category, id LIMIT 1000`, company, category, after).Scan(&rows).Error
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		ids, hashes := make([]int64, len(rows)), make([]string, len(rows))
+		for i, r := range rows {
+			if prev, err = hashchain.Next(prev, hashchain.Row{
+				Company: r.CompanyID, Category: r.Category, Action: r.Action, ActorID: r.ActorID,
+				ActorName: r.ActorName, ActorRole: r.ActorRole, TargetID: r.TargetUserID,
+				TargetName: r.TargetUserName, App: r.App, Details: r.Details, CreatedAt: r.CreatedAt, UID: r.UID,
+			}); err != nil {
+				return err
+			}
+			ids[i], hashes[i] = r.ID, prev
+		}
+		if err := setHashes0004(tx, company, ids, hashes); err != nil {
+			return err
+		}
+		after = rows[len(rows)-1].ID
+	}
+}
+
+// setHashes0004 stores one batch's hashes: one statement on PostgreSQL,
+// one short update per row on SQLite (in-process, so no round trips).
+func setHashes0004(tx *gorm.DB, company string, ids []int64, hashes []string) error {
+	if IsPostgres(tx) {
+		return tx.Exec(`UPDATE audit_events AS a SET hash = v.hash
+			FROM unnest(?::bigint[], ?::text[]) AS v(id, hash)
+			WHERE a.company_id = ? AND a.id = v.id`, Array(ids), Array(hashes), company).Error
+	}
+	for i, id := range ids {
+		if err := tx.Exec("UPDATE audit_events SET hash = ? WHERE company_id = ? AND id = ?", hashes[i], company, id).Error; err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,0 +1,87 @@
+package graph_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twofactor/service/internal/apptest"
+	"github.com/twofactor/service/internal/testenv"
+)
+
+const qIntegrity = `query($from: DateTime, $to: DateTime, $category: AuditCategory) {
+	auditLogIntegrity(from: $from, to: $to, category: $category) { ok checkedRows firstBrokenEventId } }`
+
+type integrityT struct {
+	OK                 bool    `json:"ok"`
+	CheckedRows        int     `json:"checkedRows"`
+	FirstBrokenEventID *string `json:"firstBrokenEventId"`
+}
+
+func integrity(t *testing.T, c *apptest.Client, vars map[string]any) integrityT {
+	t.Helper()
+	var out struct {
+		AuditLogIntegrity integrityT `json:"auditLogIntegrity"`
+	}
+	c.Must(t, qIntegrity, vars, &out)
+	return out.AuditLogIntegrity
+}
+
+// TestAuditLogIntegrity: admins check their company's chains; a row
+// changed with plain SQL is named by the id auditLog shows; other
+// companies, other roles and backwards windows are refused or unaffected.
+func TestAuditLogIntegrity(t *testing.T) {
+	s := apptest.Start(t)
+	company, other := testenv.Company(t), testenv.Company(t)
+	admin := s.Admin(t, company)
+	for _, id := range []string{"ann", "bob", "cy"} {
+		createUser(t, admin, map[string]any{"id": id})
+	}
+	createUser(t, s.Admin(t, other), map[string]any{"id": "dan"})
+	if got := integrity(t, admin, nil); !got.OK || got.CheckedRows != 3 || got.FirstBrokenEventID != nil {
+		t.Fatalf("intact log: %+v, want ok over 3 rows", got)
+	}
+	var log struct {
+		AuditLog eventConn `json:"auditLog"`
+	}
+	admin.Must(t, qAudit, map[string]any{"first": 10}, &log)
+	nodes := log.AuditLog.nodes()
+	if len(nodes) != 3 {
+		t.Fatalf("%d audit rows, want 3", len(nodes))
+	}
+	changed := nodes[1] // newest first: the middle one
+	rowID, err := s.Audit.ParseID(company, changed.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Backends.DB.Exec(`UPDATE audit_events SET details = '{"forged":true}' WHERE company_id = ? AND id = ?`,
+		company, rowID).Error; err != nil {
+		t.Fatal(err)
+	}
+	got := integrity(t, admin, nil)
+	if got.OK || got.FirstBrokenEventID == nil || *got.FirstBrokenEventID != changed.ID || got.CheckedRows != 2 {
+		t.Errorf("after the change: %+v, want row %s named after 2 rows", got, changed.ID)
+	}
+	if got := integrity(t, admin, map[string]any{"category": "AUTHENTICATION"}); !got.OK || got.CheckedRows != 0 {
+		t.Errorf("the sign-in chain: %+v, want ok and empty", got)
+	}
+	if got := integrity(t, s.Admin(t, other), nil); !got.OK || got.CheckedRows != 1 {
+		t.Errorf("another company: %+v, want ok over its 1 row", got)
+	}
+	now := time.Now().UTC()
+	for name, tc := range map[string]struct {
+		c    *apptest.Client
+		vars map[string]any
+		code string
+	}{
+		"user":           {s.User(t, company, "ann"), nil, "FORBIDDEN"},
+		"service":        {s.Service(t, company), nil, "FORBIDDEN"},
+		"no token":       {&apptest.Client{URL: s.URL + "/query"}, nil, "UNAUTHENTICATED"},
+		"to before from": {admin, map[string]any{"from": now, "to": now.Add(-time.Minute)}, "BAD_USER_INPUT"},
+	} {
+		r := tc.c.Do(t, qIntegrity, tc.vars)
+		if !slices.Contains(r.Codes(), tc.code) {
+			t.Errorf("%s: codes %v, want %s", name, r.Codes(), tc.code)
+		}
+	}
+}
