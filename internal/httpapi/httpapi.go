@@ -54,6 +54,8 @@ type Config struct {
 	// BodyTimeout bounds reading a request's body, counted from the end
 	// of its headers; zero is DefaultBodyTimeout.
 	BodyTimeout time.Duration
+	// Audit serves GET /audit/export; nil leaves the route out.
+	Audit AuditExporter
 }
 
 // DefaultAllowedHeaders are the request headers CORS always allows: the
@@ -114,6 +116,9 @@ func New(cfg Config) http.Handler {
 	c := cors.New(corsOpts)
 	r.With(c.Handler, cfg.limitBody, cfg.authenticate, cfg.readBody).Handle("/query", cfg.GraphQL)
 	r.With(c.Handler, cfg.authenticate).Handle("/schema.graphql", http.HandlerFunc(cfg.schema))
+	if cfg.Audit != nil {
+		r.With(c.Handler, cfg.authenticate).Handle("/audit/export", http.HandlerFunc(cfg.exportAudit))
+	}
 	return r
 }
 
