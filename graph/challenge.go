@@ -78,6 +78,9 @@ func issueRefusal(err error) (*model.IssueChallengePayload, bool) {
 	if !r.LockedUntil.IsZero() {
 		out.LockedUntil = &r.LockedUntil
 	}
+	if r.Code == challenge.CodeLocked {
+		out.LockedIndefinitely = &r.LockedIndefinitely
+	}
 	if r.Available != nil {
 		out.AvailableChannels = toChannels(r.Available)
 	}
@@ -97,6 +100,9 @@ func toVerifyPayload(v challenge.VerifyResult) *model.VerifyChallengePayload {
 	}
 	if !v.LockedUntil.IsZero() {
 		out.LockedUntil = &v.LockedUntil
+	}
+	if v.Status == challenge.Locked {
+		out.LockedIndefinitely = &v.LockedIndefinitely
 	}
 	return out
 }

@@ -23,7 +23,9 @@ import (
 
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/apptest"
+	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/delivery"
+	"github.com/twofactor/service/internal/testenv"
 )
 
 // postGQL is Client.Do for goroutines other than the test's: it returns
@@ -131,7 +133,7 @@ func TestChallengeConcurrency(t *testing.T) {
 		if got["REJECTED"] != 2 || got["LOCKED"] != 48 || len(got) != 2 {
 			t.Errorf("outcomes %v, want 2 REJECTED and 48 LOCKED", got)
 		}
-		rows := allEvents(t, l.admin, map[string]any{"actions": []string{"FAILED_ATTEMPTS_LIMIT_REACHED"}, "userId": "guesser"})
+		rows := waitEvents(t, l.admin, map[string]any{"actions": []string{"FAILED_ATTEMPTS_LIMIT_REACHED"}, "userId": "guesser"}, 1)
 		if len(rows) != 1 {
 			t.Errorf("FAILED_ATTEMPTS_LIMIT_REACHED rows %d, want exactly 1", len(rows))
 		}
@@ -222,6 +224,8 @@ func TestChallengeSecretsStayOut(t *testing.T) {
 	var codes []string // every code the service tried to send
 	s := apptest.Start(t, func(o *app.Options) {
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		// The sign-in events stay in their outboxes, to be read below.
+		o.AuditOutbox.Manual = true
 		// Record each code, and fail the way a careless provider does: by
 		// quoting the message back in the error.
 		for _, sender := range []*delivery.Sender{&o.SMS, &o.Email} {
@@ -302,6 +306,12 @@ func TestChallengeSecretsStayOut(t *testing.T) {
 			for _, z := range rdb.ZRangeWithScores(ctx, k, 0, -1).Val() {
 				values = append(values, fmt.Sprint(z.Member), fmt.Sprint(int64(z.Score)))
 			}
+		case "stream": // a user's outbox of sign-in events
+			for _, m := range rdb.XRange(ctx, k, "-", "+").Val() {
+				for f, v := range m.Values {
+					values = append(values, f, fmt.Sprint(v))
+				}
+			}
 		default:
 			t.Errorf("key %s has unexpected type %s", k, typ)
 		}
@@ -314,8 +324,9 @@ func TestChallengeSecretsStayOut(t *testing.T) {
 		}
 	}
 	// The scan saw the keys it should have: challenges, logins, the lock,
-	// the issue log and the SMS counter.
-	if types["hash"] < 5 || types["zset"] < 4 || types["string"] < 2 {
+	// the wrong-code counters, the issue log, the outboxes and the SMS
+	// counter.
+	if types["hash"] < 5 || types["zset"] < 4 || types["string"] < 2 || types["stream"] < 4 {
 		t.Errorf("scanned %d keys by type %v: the pattern missed some", len(keys), types)
 	}
 
@@ -434,12 +445,16 @@ func (c *redisCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 }
 
 // TestChallengeVerifyCost: a verify below the lock threshold is one Redis
-// round trip (one script) and no SQL.
+// round trip (one script, which records the event too) and no SQL. The
+// move of the events to the log is asynchronous: the mover is manual
+// here, so its work is counted apart, after the verifies.
 func TestChallengeVerifyCost(t *testing.T) {
 	t.Parallel()
 	var sql atomic.Int64
 	rc := &redisCounter{}
+	co := testenv.Company(t)
 	s := apptest.Start(t, func(o *app.Options) {
+		o.AuditOutbox.Manual, o.AuditOutbox.Match = true, challenge.OutboxMatch(co)
 		o.Redis.AddHook(rc)
 		count := func(*gorm.DB) { sql.Add(1) }
 		cb := o.DB.Callback()
@@ -456,7 +471,7 @@ func TestChallengeVerifyCost(t *testing.T) {
 			}
 		}
 	})
-	co := newCompany(t, s, "SMS_WITH_EMAIL_BACKUP")
+	updateGeneral(t, s.Admin(t, co), map[string]any{"deliveryMethod": "SMS_WITH_EMAIL_BACKUP", "contactPerson": helpDesk})
 	l := newLogin(t, s, co, "cost", uniquePhone(), uniqueEmail(), "WEB")
 	// The first run of the script loads it (EVALSHA, then EVAL): warm up.
 	warm := newLogin(t, s, co, "warm", uniquePhone(), uniqueEmail(), "WEB")
@@ -483,5 +498,14 @@ func TestChallengeVerifyCost(t *testing.T) {
 	measure("right code", func() { wantStatus(t, "right", l.verify(t, ch.ID, code), "APPROVED", 2) })
 	if _, ok := rc.names.Load("evalsha"); !ok {
 		t.Error("verify did not run the script by EVALSHA")
+	}
+	// The events were recorded all the same: the mover finds them.
+	if _, err := s.AuditOutbox.Sweep(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []string{"CODE_REJECTED", "CODE_VERIFIED"} {
+		if n := len(allEvents(t, l.admin, map[string]any{"actions": []string{action}, "userId": "cost"})); n != 1 {
+			t.Errorf("%s rows for the measured verifies: %d, want 1", action, n)
+		}
 	}
 }

@@ -613,9 +613,10 @@ func TestChallengeLock(t *testing.T) {
 	s := apptest.Start(t)
 	co := newCompany(t, s, "SMS_WITH_EMAIL_BACKUP")
 	l := newLogin(t, s, co, "locky", uniquePhone(), uniqueEmail(), "WEB", "MANAGER")
-	failedRows := func() []eventT {
+	// Lock rows come through the outbox, a moment after the answer.
+	failedRows := func(n int) []eventT {
 		t.Helper()
-		return allEvents(t, l.admin, map[string]any{"actions": []string{"FAILED_ATTEMPTS_LIMIT_REACHED"}})
+		return waitEvents(t, l.admin, map[string]any{"actions": []string{"FAILED_ATTEMPTS_LIMIT_REACHED"}}, n)
 	}
 
 	// Three wrong codes over three codes: a new code never resets the count.
@@ -668,7 +669,7 @@ func TestChallengeLock(t *testing.T) {
 	}
 	l.app = "WEB"
 
-	rows := failedRows()
+	rows := failedRows(1)
 	if len(rows) != 1 {
 		t.Fatalf("FAILED_ATTEMPTS_LIMIT_REACHED rows: %d, want 1", len(rows))
 	}
@@ -718,7 +719,7 @@ func TestChallengeLock(t *testing.T) {
 		}
 	}
 	wantStatus(t, "locked again", v, "LOCKED", 0)
-	if n := len(failedRows()); n != 2 {
+	if n := len(failedRows(2)); n != 2 {
 		t.Errorf("FAILED_ATTEMPTS_LIMIT_REACHED rows after the second lock: %d, want 2", n)
 	}
 	s.Clock.Advance(15 * time.Minute)
@@ -1041,14 +1042,21 @@ func TestChallengeExpiry(t *testing.T) {
 	em = l.mustIssue(t, "EMAIL")
 	wantStatus(t, "wrong 3", l.verify(t, em.ID, wrong(l.code(t, em))), "LOCKED", 0)
 
-	// The login window ends a login: its count starts over.
+	// The login window ends a login (email fallback, cooldown), but not
+	// the count of wrong codes in a row: only a right code resets it
+	// (NIST SP 800-63B 5.2.2).
 	l2 := newLogin(t, s, co, "window", uniquePhone(), uniqueEmail(), "WEB")
 	ch = l2.mustIssue(t, "")
 	wantStatus(t, "wrong", l2.verify(t, ch.ID, wrong(l2.code(t, ch))), "REJECTED", 2)
 	s.Clock.Advance(15 * time.Minute)
 	ch = l2.mustIssue(t, "")
-	if ch.AttemptsRemaining != 3 || !slices.Equal(ch.AvailableChannels, []string{"SMS"}) {
-		t.Errorf("new login after the window: %+v", ch)
+	if ch.AttemptsRemaining != 2 || !slices.Equal(ch.AvailableChannels, []string{"SMS"}) {
+		t.Errorf("new login after the window: %+v, want SMS only and the wrong code still counted", ch)
+	}
+	wantStatus(t, "right code after the window", l2.verify(t, ch.ID, l2.code(t, ch)), "APPROVED", 2)
+	s.Clock.Advance(31 * time.Second)
+	if ch = l2.mustIssue(t, ""); ch.AttemptsRemaining != 3 {
+		t.Errorf("after a right code: %d attempts, want 3", ch.AttemptsRemaining)
 	}
 }
 

@@ -158,7 +158,7 @@ func TestAttribution(t *testing.T) {
 				v = verifyAs(t, caller, ch.ID, wrong(l.code(t, ch)))
 			}
 			wantStatus(t, "third wrong code", v, "LOCKED", 0)
-			rows := allEvents(t, l.admin, map[string]any{"actions": []string{"FAILED_ATTEMPTS_LIMIT_REACHED"}, "userId": tc.user})
+			rows := waitEvents(t, l.admin, map[string]any{"actions": []string{"FAILED_ATTEMPTS_LIMIT_REACHED"}, "userId": tc.user}, 1)
 			if len(rows) != 1 {
 				t.Fatalf("FAILED_ATTEMPTS_LIMIT_REACHED rows: %d, want 1", len(rows))
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/otp"
+	"github.com/twofactor/service/internal/outbox"
 	"github.com/twofactor/service/internal/testenv"
 )
 
@@ -63,6 +64,10 @@ func Start(t testing.TB, tweak ...func(*app.Options)) *Server {
 		DB: b.DB, Redis: b.Redis, Tokens: tokens,
 		Codes: codes, AssertionKey: key, SMS: s.Outbox.Channel("sms"), Email: s.Outbox.Channel("email"),
 		Now: s.Clock.Now,
+		// Tests share one Redis: a sweeper would move other tests' events
+		// into this test's database. A test that wants one sets Match to
+		// its own companies (challenge.OutboxMatch). Retries stay quick.
+		AuditOutbox: outbox.Options{SweepEvery: -1, MaxBackoff: 500 * time.Millisecond},
 	}
 	for _, f := range tweak {
 		f(&opts)

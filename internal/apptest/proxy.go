@@ -21,6 +21,12 @@ type Proxy struct {
 	t       testing.TB
 	Addr    string
 	backend func() (net.Conn, error)
+	// gate is set for a Cluster: the nodes announce their own addresses,
+	// so the app dials them directly through Dial, which Cut closes.
+	gate bool
+	down bool
+	// healed, for a gate, waits until the client reaches Redis again.
+	healed func()
 
 	mu    sync.Mutex
 	l     net.Listener
@@ -53,7 +59,11 @@ func NewDialProxy(t testing.TB, dial func() (net.Conn, error)) *Proxy {
 func RedisThroughProxy(t testing.TB, p **Proxy) func(*app.Options) {
 	return func(o *app.Options) {
 		t.Helper()
-		orig := o.Redis.Options()
+		if cc, ok := o.Redis.UniversalClient.(*redis.ClusterClient); ok {
+			o.Redis = clusterThroughGate(t, cc, p)
+			return
+		}
+		orig := o.Redis.UniversalClient.(*redis.Client).Options()
 		*p = NewDialProxy(t, func() (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -69,7 +79,7 @@ func RedisThroughProxy(t testing.TB, p **Proxy) func(*app.Options) {
 			DialerRetries: 1,
 		})
 		t.Cleanup(func() { _ = client.Close() })
-		o.Redis = &store.Redis{Client: client}
+		o.Redis = &store.Redis{UniversalClient: client}
 	}
 }
 
@@ -119,6 +129,7 @@ func (p *Proxy) pipe(c net.Conn) {
 func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.down = true
 	if p.l != nil {
 		_ = p.l.Close()
 		p.l = nil
@@ -132,9 +143,69 @@ func (p *Proxy) Cut() {
 // Restore listens again on the same address.
 func (p *Proxy) Restore() {
 	p.t.Helper()
+	if p.gate {
+		p.mu.Lock()
+		p.down = false
+		p.mu.Unlock()
+		p.healed()
+		return
+	}
 	l, err := net.Listen("tcp", p.Addr)
 	if err != nil {
 		p.t.Fatalf("proxy: listen again on %s: %v", p.Addr, err)
 	}
 	p.serve(l)
+}
+
+// clusterThroughGate returns a Cluster client like cc whose every
+// connection goes through a gate that Cut closes, and stores the gate in
+// *p.
+func clusterThroughGate(t testing.TB, cc *redis.ClusterClient, p **Proxy) *store.Redis {
+	t.Helper()
+	g := &Proxy{t: t, gate: true, conns: map[net.Conn]bool{}}
+	opts := *cc.Options()
+	opts.Dialer = g.dial
+	opts.DialerRetries = 1
+	client := redis.NewClusterClient(&opts)
+	t.Cleanup(func() { _ = client.Close() })
+	t.Cleanup(g.Cut)
+	// After failed dials go-redis keeps failing a node's new connections
+	// for up to a second while it retries in the background; Restore
+	// returns once every node answers, as a restarted server would.
+	g.healed = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for ctx.Err() == nil {
+			err := client.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+			if err == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Errorf("proxy: the Cluster did not answer again after Restore")
+	}
+	*p = g
+	return &store.Redis{UniversalClient: client}
+}
+
+// dial connects through the gate, or fails while it is cut.
+func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	p.mu.Lock()
+	down := p.down
+	p.mu.Unlock()
+	if down {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: io.ErrClosedPipe}
+	}
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		_ = c.Close()
+		return nil, &net.OpError{Op: "dial", Net: network, Err: io.ErrClosedPipe}
+	}
+	p.conns[c] = true
+	return c, nil
 }

@@ -75,9 +75,10 @@ func (s *State) Forget(ctx context.Context, company, userID string) error {
 	if err != nil {
 		return fmt.Errorf("forget user: %w", err)
 	}
+	// The outbox stays: the user's sign-in events still go to the log.
 	ks := []string{k.issued()}
 	for _, app := range apps.All() {
-		ks = append(ks, k.login(app), k.lock(app))
+		ks = append(ks, k.login(app), k.lock(app), k.failures(app))
 	}
 	for _, id := range ids {
 		ks = append(ks, k.challenge(id))

@@ -2,16 +2,19 @@
 -- the per-user rate, pick the channel, store the code's hash. Atomic, so
 -- concurrent issues cannot slip past any limit.
 --
--- KEYS: 1 login hash, 2 lock, 3 issued zset, 4 challenge hash
+-- KEYS: 1 login hash, 2 lock, 3 issued zset, 4 challenge hash,
+--       5 consecutive failures
 -- ARGV: 1 now ms, 2 challenge id, 3 code hmac, 4 mode (E|S|SE),
 --       5 requested channel ("" | SMS | EMAIL), 6 code ttl ms,
 --       7 cooldown ms, 8 max codes per window, 9 login window ms,
---       10 max failures, 11 sms destination, 12 email destination
+--       10 max failures, 11 sms destination, 12 email destination,
+--       13 max consecutive failures, 14 the user's display name (kept
+--       for the events of this code)
 local now = tonumber(ARGV[1])
 local mode, requested = ARGV[4], ARGV[5]
 local ttl, cooldown = tonumber(ARGV[6]), tonumber(ARGV[7])
 local maxCodes, window = tonumber(ARGV[8]), tonumber(ARGV[9])
-local maxFailures = tonumber(ARGV[10])
+local maxFailures, maxConsec = tonumber(ARGV[10]), tonumber(ARGV[13])
 
 local lockedUntil = tonumber(redis.call('GET', KEYS[2]) or '0')
 if lockedUntil > now then
@@ -21,14 +24,14 @@ end
 local start = tonumber(redis.call('HGET', KEYS[1], 'start') or '0')
 if start == 0 or now - start >= window then
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'start', now, 'failures', 0, 'email', 0, 'last', 0)
+  redis.call('HSET', KEYS[1], 'start', now, 'email', 0, 'last', 0)
   start = now
 end
-local login = redis.call('HMGET', KEYS[1], 'last', 'failures', 'email', 'cur', 'curexp')
-local last, failures, emailOK = tonumber(login[1]), tonumber(login[2]), login[3] == '1'
+local login = redis.call('HMGET', KEYS[1], 'last', 'email', 'cur', 'curexp')
+local last, emailOK = tonumber(login[1]), login[2] == '1'
 -- A code that expired unused is an unsuccessful attempt too (the SMS may
 -- never have arrived): it opens email, like a verify that finds it expired.
-if not emailOK and login[4] and now >= tonumber(login[5] or '0') then
+if not emailOK and login[3] and now >= tonumber(login[4] or '0') then
   emailOK = true
   redis.call('HSET', KEYS[1], 'email', 1)
 end
@@ -64,13 +67,17 @@ if channel == 'EMAIL' then dest = ARGV[12] end
 
 local expires = now + ttl
 redis.call('HSET', KEYS[4], 'st', 'PENDING', 'h', ARGV[3], 'ch', channel,
-  'dest', dest, 'mode', mode, 'exp', expires, 'iss', now)
+  'dest', dest, 'mode', mode, 'exp', expires, 'iss', now, 'tn', ARGV[14])
 redis.call('PEXPIRE', KEYS[4], window + ttl)
 redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'curexp', expires, 'last', now)
 redis.call('PEXPIRE', KEYS[1], start + window - now + ttl)
 redis.call('ZADD', KEYS[3], now, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], window + ttl)
 
+-- Wrong codes count across logins and locks until a right one: the tries
+-- left are those before the next lock.
+local failures = tonumber(redis.call('GET', KEYS[5]) or '0')
+local remaining = math.min(maxFailures - failures % maxFailures, maxConsec - failures)
 local email = '0'
 if emailOK then email = '1' end
-return {'OK', channel, expires, now + cooldown, maxFailures - failures, email}
+return {'OK', channel, expires, now + cooldown, math.max(remaining, 0), email}

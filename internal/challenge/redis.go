@@ -49,6 +49,28 @@ func (k keys) lock(app apps.App) string   { return k.tag + ":" + app.Key() + ":l
 func (k keys) issued() string             { return k.tag + ":issued" }
 func (k keys) challenge(id string) string { return k.tag + ":ch:" + id }
 
+// failures counts the app's consecutive wrong codes. It is not part of the
+// login hash, which a lock deletes: only a right code or an unlock resets
+// it (NIST SP 800-63B 5.2.2).
+func (k keys) failures(app apps.App) string { return k.tag + ":" + app.Key() + ":failures" }
+
+// outbox is the user's stream of authentication events waiting to be
+// moved to the audit table (internal/outbox).
+func (k keys) outbox() string { return k.tag + outboxSuffix }
+
+const outboxSuffix = ":outbox"
+
+// OutboxMatch is the SCAN MATCH pattern of the outbox keys of company, or
+// of every company when company is "". Base64url has no glob characters,
+// so a company's pattern matches its own keys only.
+func OutboxMatch(company string) string {
+	c := "*"
+	if company != "" {
+		c = keyPart(company)
+	}
+	return keyPrefix + "{c:" + c + ":u:*}" + outboxSuffix
+}
+
 // smsKey is the company's hourly SMS counter, in the company's own slot.
 func smsKey(company string, hour int64) string {
 	return fmt.Sprintf("%s{c:%s}:sms:%d", keyPrefix, keyPart(company), hour)

@@ -1,39 +1,66 @@
 -- Verify a code: check lock, supersession and expiry, compare, count, and
 -- consume on success. Atomic, so of many concurrent guesses exactly the
--- allowed number are counted and at most one succeeds.
+-- allowed number are counted and at most one succeeds. Each outcome that
+-- changes state appends its authentication event to the user's outbox in
+-- the same step.
 --
--- KEYS: 1 challenge hash, 2 login hash, 3 lock
+-- KEYS: 1 challenge hash, 2 login hash, 3 lock, 4 consecutive failures,
+--       5 outbox stream
 -- ARGV: 1 now ms, 2 challenge id, 3 code hmac, 4 max failures,
---       5 lock duration ms, 6 login window ms
+--       5 lock duration ms, 6 login window ms, 7 max lock duration ms,
+--       8 max consecutive failures, 9 the lock value that means "until an
+--       admin unlocks", 10 event uid, 11 event header (JSON)
+--
+-- Reply: {status, attempts remaining, locked until, events appended, channel}
 local now, id, given = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local maxFailures, lockFor, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local maxLockFor, maxConsec, forever = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 
-local ch = redis.call('HMGET', KEYS[1], 'st', 'h', 'exp', 'ch')
-local status, stored, expires, channel = ch[1], ch[2], tonumber(ch[3] or '0'), ch[4]
-if not status then return {'NOT_FOUND'} end
+local ch = redis.call('HMGET', KEYS[1], 'st', 'h', 'exp', 'ch', 'tn')
+local status, stored, expires = ch[1], ch[2], tonumber(ch[3] or '0')
+local channel, targetName = ch[4] or '', ch[5] or ''
+if not status then return {'NOT_FOUND', 0, 0, 0, ''} end
 
 local lockedUntil = tonumber(redis.call('GET', KEYS[3]) or '0')
-if lockedUntil > now then return {'LOCKED', 0, lockedUntil, 0} end
-if status == 'APPROVED' then return {'ALREADY_USED'} end
+if lockedUntil > now then return {'LOCKED', 0, lockedUntil, 0, channel} end
+if status == 'APPROVED' then return {'ALREADY_USED', 0, 0, 0, channel} end
 
-local login = redis.call('HMGET', KEYS[2], 'cur', 'failures', 'start')
-local failures = tonumber(login[2] or '0')
--- A challenge that locked, once the lock is over, is just a rejected code.
-if status == 'LOCKED' then status = 'REJECTED' end
-if status ~= 'PENDING' then return {status, maxFailures - failures} end
-
--- A newer code voids this one, and so does the end of its login.
-if login[1] ~= id or now - tonumber(login[3] or '0') >= window then
+local failures = tonumber(redis.call('GET', KEYS[4]) or '0')
+-- The tries left before the next lock.
+local function remaining()
+  return math.max(math.min(maxFailures - failures % maxFailures, maxConsec - failures), 0)
+end
+local function event(uid, action, ...)
+  redis.call('XADD', KEYS[5], '*', 'v', '1', 'uid', uid, 'at', ARGV[1], 'action', action,
+    'hdr', ARGV[11], 'tn', targetName, 's:challengeId', id, 's:channel', channel, ...)
+end
+local function void()
   redis.call('HSET', KEYS[1], 'st', 'EXPIRED')
   redis.call('HDEL', KEYS[1], 'h')
-  return {'EXPIRED', maxFailures - failures}
+end
+
+-- A challenge that locked, once the lock is over, is just a rejected code.
+if status == 'LOCKED' then status = 'REJECTED' end
+if status ~= 'PENDING' then return {status, remaining(), 0, 0, channel} end
+
+-- A newer code voids this one, and so does the end of its login.
+local login = redis.call('HMGET', KEYS[2], 'cur', 'start')
+if login[1] ~= id then
+  void()
+  event(ARGV[10], 'CODE_EXPIRED', 's:reason', 'superseded')
+  return {'EXPIRED', remaining(), 0, 1, channel}
+end
+if now - tonumber(login[2] or '0') >= window then
+  void()
+  event(ARGV[10], 'CODE_EXPIRED', 's:reason', 'expired')
+  return {'EXPIRED', remaining(), 0, 1, channel}
 end
 if now >= expires then
   -- Expiry is unsuccessful (email becomes available) but not a wrong code.
-  redis.call('HSET', KEYS[1], 'st', 'EXPIRED')
-  redis.call('HDEL', KEYS[1], 'h')
+  void()
   redis.call('HSET', KEYS[2], 'email', 1, 'last', 0)
-  return {'EXPIRED', maxFailures - failures}
+  event(ARGV[10], 'CODE_EXPIRED', 's:reason', 'expired')
+  return {'EXPIRED', remaining(), 0, 1, channel}
 end
 
 -- Compare every byte: no early exit on the first difference.
@@ -44,20 +71,45 @@ for i = 1, #stored do
 end
 
 if diff == 0 then
+  local left = remaining()
   redis.call('HSET', KEYS[1], 'st', 'APPROVED')
   redis.call('HDEL', KEYS[1], 'h')
-  redis.call('DEL', KEYS[2])
-  return {'APPROVED', maxFailures - failures, channel}
+  redis.call('DEL', KEYS[2], KEYS[4])
+  event(ARGV[10], 'CODE_VERIFIED')
+  return {'APPROVED', left, 0, 1, channel}
 end
 
-failures = redis.call('HINCRBY', KEYS[2], 'failures', 1)
+failures = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[2], 'email', 1, 'last', 0)
-if failures >= maxFailures then
-  lockedUntil = now + lockFor
-  redis.call('SET', KEYS[3], lockedUntil, 'PX', lockFor)
-  redis.call('HSET', KEYS[1], 'st', 'LOCKED')
-  redis.call('HDEL', KEYS[1], 'h')
-  redis.call('DEL', KEYS[2])
-  return {'LOCKED', 0, lockedUntil, 1}
+event(ARGV[10], 'CODE_REJECTED', 'i:attempt', (failures - 1) % maxFailures + 1,
+  'i:maxAttempts', maxFailures, 'i:consecutiveFailures', failures)
+
+local indefinite = failures >= maxConsec
+if not indefinite and failures % maxFailures ~= 0 then
+  return {'REJECTED', remaining(), 0, 1, channel}
 end
-return {'REJECTED', maxFailures - failures}
+-- The n-th lock lasts lockFor * 2^(n-1), at most maxLockFor; after
+-- maxConsec wrong codes only an admin unlocks.
+local untilMs = ''
+if indefinite then
+  redis.call('SET', KEYS[3], forever)
+  lockedUntil = tonumber(forever)
+else
+  local d = lockFor
+  for _ = 2, failures / maxFailures do
+    d = d * 2
+    if d >= maxLockFor then break end
+  end
+  d = math.min(d, maxLockFor)
+  lockedUntil = now + d
+  redis.call('SET', KEYS[3], lockedUntil, 'PX', d)
+  untilMs = lockedUntil
+end
+redis.call('HSET', KEYS[1], 'st', 'LOCKED')
+redis.call('HDEL', KEYS[1], 'h')
+redis.call('DEL', KEYS[2])
+local flag = '0'
+if indefinite then flag = '1' end
+event(ARGV[10] .. '.lock', 'FAILED_ATTEMPTS_LIMIT_REACHED', 'i:failedAttempts', failures,
+  't:lockedUntil', untilMs, 'b:lockedIndefinitely', flag)
+return {'LOCKED', 0, lockedUntil, 2, channel}
