@@ -2,6 +2,7 @@
 //
 //	go run .                     serve (embedded SQLite + in-process Redis unless configured)
 //	go run . token [flags]       print a signed caller token
+//	go run . audit verify ...    check a company's audit hash chains
 //	go run . help                list the commands; COMMAND --help tells more
 //
 // Configuration comes from the environment; see README.md.
@@ -30,6 +31,7 @@ import (
 
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/assertion"
+	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/delivery"
@@ -45,6 +47,7 @@ type config struct {
 	MetricsAddr    string
 	DatabaseURL    string
 	RedisURL       string
+	RedisCAFile    string // REDIS_CA_FILE: PEM CAs for rediss:// (a private CA)
 	DataDir        string
 	JWTSecret      string
 	AuthIssuer     string        // AUTH_ISSUER: required iss of caller tokens
@@ -62,6 +65,7 @@ type config struct {
 	Challenge        challenge.Config
 	DevLogDelivery   bool
 	DemoPages        bool
+	AuditRetention   time.Duration // AUDIT_RETENTION_AUTHENTICATION; 0 keeps sign-in rows
 
 	TwilioAccountSID, TwilioAuthToken, TwilioFrom, TwilioBaseURL string
 	SMSWebhookURL, SMSWebhookSecret                              string
@@ -79,6 +83,7 @@ func loadConfig() (config, error) {
 		ListenAddr:     os.Getenv("LISTEN_ADDR"),
 		DatabaseURL:    os.Getenv("DATABASE_URL"),
 		RedisURL:       os.Getenv("REDIS_URL"),
+		RedisCAFile:    os.Getenv("REDIS_CA_FILE"),
 		DataDir:        envOr("DATA_DIR", "./data"),
 		JWTSecret:      os.Getenv("AUTH_JWT_SECRET"),
 		AllowedOrigins: envList("ALLOWED_ORIGINS"),
@@ -92,6 +97,11 @@ func loadConfig() (config, error) {
 	c.readAuth(&p)
 	c.readChallenge(&p)
 	c.DemoPages = p.bool("DEMO_PAGES")
+	if d, err := audit.ParseRetention(os.Getenv("AUDIT_RETENTION_AUTHENTICATION")); err != nil {
+		p.errs = append(p.errs, fmt.Errorf("AUDIT_RETENTION_AUTHENTICATION: %w", err))
+	} else {
+		c.AuditRetention = d
+	}
 	if err := errors.Join(p.errs...); err != nil {
 		return c, err
 	}
@@ -150,15 +160,20 @@ func (c *config) readChallenge(p *envParser) {
 	c.CodeLength = p.int("CODE_LENGTH", 6)
 	c.DevLogDelivery = p.bool("DEV_LOG_DELIVERY")
 	d := challenge.DefaultConfig
+	lock := p.duration("LOCK_DURATION", d.LockDuration)
 	c.Challenge = challenge.Config{
 		CodeTTL:              p.duration("CODE_TTL", d.CodeTTL),
 		ResendCooldown:       p.duration("RESEND_COOLDOWN", d.ResendCooldown),
 		MaxCodesPerWindow:    p.int("MAX_CODES_PER_WINDOW", d.MaxCodesPerWindow),
 		LoginWindow:          p.duration("LOGIN_WINDOW", d.LoginWindow),
 		MaxFailedAttempts:    p.int("MAX_FAILED_ATTEMPTS", d.MaxFailedAttempts),
-		LockDuration:         p.duration("LOCK_DURATION", d.LockDuration),
+		LockDuration:         lock,
 		SMSPerCompanyPerHour: p.int("SMS_PER_COMPANY_PER_HOUR", d.SMSPerCompanyPerHour),
 		SendTimeout:          p.duration("DELIVERY_TIMEOUT", d.SendTimeout),
+
+		// Unset, the cap is never below the first lock.
+		MaxLockDuration:        p.duration("MAX_LOCK_DURATION", max(d.MaxLockDuration, lock)),
+		MaxConsecutiveFailures: p.int("MAX_CONSECUTIVE_FAILURES", d.MaxConsecutiveFailures),
 	}
 }
 
@@ -167,6 +182,14 @@ func (c *config) readChallenge(p *envParser) {
 func (c config) check() error {
 	if c.JWKSURL != "" && c.JWKSFile != "" {
 		return errors.New("set one of AUTH_JWKS_URL and AUTH_JWKS_FILE, not both")
+	}
+	if c.RedisURL != "" {
+		// A malformed REDIS_URL is refused before anything is opened.
+		rdb, err := store.NewRedisClient(c.RedisURL, nil)
+		if err != nil {
+			return err
+		}
+		_ = rdb.Close()
 	}
 	if c.embedded() {
 		return nil
@@ -400,8 +423,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runServe(rest, stdout, stderr)
 	case cmd == "token":
 		return runToken(rest, stdout, stderr)
+	case cmd == "audit":
+		return runAudit(rest, stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q (commands: serve, token, help)", cmd)
+	return fmt.Errorf("unknown command %q (commands: serve, token, audit, help)", cmd)
 }
 
 func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
@@ -411,6 +436,7 @@ const usage = `twofactor: the two-factor authentication service
 Usage:
   twofactor [serve]          run the service (the default command)
   twofactor token [flags]    print a caller token signed with the server's secret
+  twofactor audit verify     check a company's audit hash chains (see audit --help)
   twofactor help             show this help
   twofactor COMMAND --help   show a command's help
 
@@ -569,7 +595,7 @@ func build(ctx context.Context, cfg config, logger *slog.Logger) (a *app.App, to
 	if err != nil {
 		return nil, nil, closeBackends, err
 	}
-	rdb, err := store.OpenRedis(startCtx, cfg.RedisURL)
+	rdb, err := store.OpenRedis(startCtx, cfg.RedisURL, store.WithCAFile(cfg.RedisCAFile))
 	if err != nil {
 		sqlDB.Close()
 		return nil, nil, closeBackends, err
@@ -583,6 +609,7 @@ func build(ctx context.Context, cfg config, logger *slog.Logger) (a *app.App, to
 	opts.AllowedOrigins, opts.Embedded, opts.DemoPages = cfg.AllowedOrigins, cfg.embedded(), cfg.DemoPages
 	opts.AllowedHeaders = cfg.AllowedHeaders
 	opts.CursorKey = []byte(cfg.CursorKey)
+	opts.AuditRetention = cfg.AuditRetention
 	// Embedded mode on a loopback address answers to this machine's names
 	// only, against DNS rebinding; a LISTEN_ADDR open to the network
 	// serves whatever name it is reached by.

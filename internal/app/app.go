@@ -25,6 +25,7 @@ import (
 	"github.com/twofactor/service/internal/httpapi"
 	"github.com/twofactor/service/internal/metrics"
 	"github.com/twofactor/service/internal/otp"
+	"github.com/twofactor/service/internal/outbox"
 	"github.com/twofactor/service/internal/settings"
 	"github.com/twofactor/service/internal/store"
 	"github.com/twofactor/service/internal/users"
@@ -59,6 +60,14 @@ type Options struct {
 	// derives a key from Codes' key, which every instance shares.
 	CursorKey []byte
 
+	// AuditOutbox moves sign-in events from Redis to the audit log. Its
+	// sweeper looks for every company's outboxes unless Match says
+	// otherwise.
+	AuditOutbox outbox.Options
+	// AuditRetention removes sign-in audit rows older than this, on every
+	// instance (AUDIT_RETENTION_AUTHENTICATION); 0 keeps them.
+	AuditRetention time.Duration
+
 	// Live audit feed.
 	Feed      feed.Options
 	Websocket graph.WebsocketOptions
@@ -80,14 +89,25 @@ type App struct {
 	Challenge *challenge.Service
 	Signer    *assertion.Signer
 	Feed      *feed.Hub
+	// AuditOutbox moves sign-in events from Redis to Audit.
+	AuditOutbox *outbox.Mover
+	// stopRetention ends the audit retention job, if it runs.
+	stopRetention func()
 	// Metrics are not on Handler: main serves Metrics.Handler() on its
 	// own listener (METRICS_ADDR), and tests may call it directly.
 	Metrics *metrics.Metrics
 }
 
-// Close ends live streams (telling clients to resume elsewhere) and stops
-// the feed's Redis subscription.
-func (a *App) Close() { a.Feed.Close() }
+// Close ends live streams (telling clients to resume elsewhere), stops
+// the feed's Redis subscription and the outbox mover (what it has not
+// moved stays in Redis for any instance's sweeper).
+func (a *App) Close() {
+	a.Feed.Close()
+	a.AuditOutbox.Close()
+	if a.stopRetention != nil {
+		a.stopRetention()
+	}
+}
 
 // DefaultIssuer is the assertions' iss claim.
 const DefaultIssuer = "twofactor"
@@ -109,23 +129,31 @@ func New(o Options) (*App, error) {
 		return nil, err
 	}
 	a.Audit = audit.NewLog(o.DB, announce, o.Logger, audit.WithCodec(cursors))
-	a.Feed = feed.NewHub(o.Redis.Client, a.Audit, o.Logger, o.Feed)
+	a.Feed = feed.NewHub(o.Redis.UniversalClient, a.Audit, o.Logger, o.Feed)
 	announce.Notifier = a.Feed
 	a.Settings = settings.NewService(o.DB, a.Audit)
 	a.Users = users.NewService(o.DB, a.Audit, a.Settings, users.WithCodec(cursors),
-		users.WithRedisState(&challenge.State{Redis: o.Redis.Client, Now: o.Now}))
+		users.WithRedisState(&challenge.State{Redis: o.Redis.UniversalClient, Now: o.Now}))
 	if o.Issuer == "" {
 		o.Issuer = DefaultIssuer
 	}
 	a.Signer = assertion.NewSigner(o.Issuer, o.AssertionKey, o.Now)
+	if o.AuditOutbox.Match == "" {
+		o.AuditOutbox.Match = challenge.OutboxMatch("")
+	}
+	a.AuditOutbox = outbox.New(o.Redis.UniversalClient, challenge.DecodeOutboxEntry, a.Audit, o.Logger, o.AuditOutbox)
 	a.Challenge, err = challenge.NewService(challenge.Deps{
-		Redis: o.Redis.Client, Users: a.Users, Settings: a.Settings, Audit: a.Audit,
+		Redis: o.Redis.UniversalClient, Outbox: a.AuditOutbox, Users: a.Users, Settings: a.Settings, Audit: a.Audit,
 		Codes: o.Codes, Signer: a.Signer, SMS: o.SMS, Email: o.Email, Logger: o.Logger, Now: o.Now,
 	}, o.Challenge)
 	if err != nil {
+		a.Close()
 		return nil, err
 	}
 	a.Handler = handler(o, a)
+	if o.AuditRetention > 0 {
+		a.stopRetention = startRetention(audit.NewRetention(a.Audit, o.AuditRetention, o.Now))
+	}
 	return a, nil
 }
 
@@ -155,6 +183,7 @@ func handler(o Options, a *App) http.Handler {
 		// Refuses other Host names (DNS rebinding): see Options.
 		LoopbackHostsOnly: o.LoopbackHostsOnly,
 		Ready:             ready(o),
+		Audit:             a.Audit, // GET /audit/export
 	})
 }
 
@@ -168,7 +197,8 @@ func ready(o Options) func(context.Context) error {
 		if err != nil {
 			return fmt.Errorf("database: %w", err)
 		}
-		if err := o.Redis.Ping(ctx).Err(); err != nil {
+		// Every master of a Cluster: one down is a share of users refused.
+		if err := o.Redis.Ready(ctx); err != nil {
 			return fmt.Errorf("redis: %w", err)
 		}
 		return nil
@@ -180,6 +210,24 @@ func pages(o Options, ids demo.Identities) web.Config {
 		Embedded: o.Embedded, DemoPages: o.DemoPages, Logger: o.Logger,
 		AdminToken: ids.AdminToken, DemoUserToken: ids.UserToken, Issuer: o.Issuer,
 	}
+}
+
+// startRetention runs r every hour until the returned stop is called;
+// stop waits for a run in progress to end.
+func startRetention(r *audit.Retention) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx, audit.RetentionInterval)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// CursorCodec is cursorCodec for the command line (audit verify), which
+// must name events as the service does.
+func CursorCodec(cursorKey []byte, codes *otp.Hasher) (*cursor.Codec, error) {
+	return cursorCodec(Options{CursorKey: cursorKey, Codes: codes})
 }
 
 // cursorCodec keys cursors and public ids: CursorKey, or else the code

@@ -72,7 +72,7 @@ type harness struct {
 func newHarness(t testing.TB, cfg challenge.Config) *harness {
 	t.Helper()
 	b := testenv.Open(t)
-	h := &harness{caller: auth.Caller{UserID: fuzzUser, Company: testenv.Company(t), Role: auth.RoleUser}, redis: b.Redis.Client}
+	h := &harness{caller: auth.Caller{UserID: fuzzUser, Company: testenv.Company(t), Role: auth.RoleUser}, redis: b.Redis.UniversalClient}
 	now := func() time.Time { return time.Now().Add(time.Duration(h.offset.Load())) }
 	sender := delivery.SenderFunc(func(_ context.Context, m delivery.Message) error {
 		h.last.Store(regexp.MustCompile(`\d{6}`).FindString(m.Text))
@@ -96,7 +96,7 @@ func newService(t testing.TB, b testenv.Backends, u challenge.UserLookup, sender
 		t.Fatal(err)
 	}
 	svc, err := challenge.NewService(challenge.Deps{
-		Redis: b.Redis.Client, Users: u, Settings: fixedSettings{}, Audit: &auditRows{},
+		Redis: b.Redis.UniversalClient, Users: u, Settings: fixedSettings{}, Audit: &auditRows{},
 		Codes: codes, Signer: assertion.NewSigner("fuzz", key, now), SMS: sender, Email: sender, Now: now,
 	}, cfg)
 	if err != nil {

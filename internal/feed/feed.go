@@ -54,16 +54,21 @@ const (
 	channelPrefix = "2fa:audit:"
 )
 
-// Hub holds one Redis subscription per instance and fans events out to
-// local subscribers.
+// Hub holds the instance's Redis subscriptions and fans events out to
+// local subscribers. On a single server (or behind Sentinel) that is one
+// subscription for every company. On a Cluster it is sharded pub/sub
+// (SSUBSCRIBE, Redis 7), so a notice goes to the one shard that owns the
+// company's channel rather than to every node: one subscription per
+// watched company, since a go-redis subscription stays on one node.
 type Hub struct {
-	rdb  *redis.Client
-	src  Source
-	log  *slog.Logger
-	opts Options
+	rdb     redis.UniversalClient
+	sharded bool
+	src     Source
+	log     *slog.Logger
+	opts    Options
 
 	mu        sync.Mutex
-	ps        *redis.PubSub
+	pss       map[string]*redis.PubSub // by shardKey
 	companies map[string]*company
 	waiters   map[string][]chan struct{} // channel → waiting for SUBSCRIBE confirmation
 	ctx       context.Context
@@ -73,7 +78,7 @@ type Hub struct {
 }
 
 // NewHub returns a hub; it connects lazily, on the first subscriber.
-func NewHub(rdb *redis.Client, src Source, log *slog.Logger, opts Options) *Hub {
+func NewHub(rdb redis.UniversalClient, src Source, log *slog.Logger, opts Options) *Hub {
 	if opts.Buffer <= 0 {
 		opts.Buffer = defaultBuffer
 	}
@@ -84,8 +89,9 @@ func NewHub(rdb *redis.Client, src Source, log *slog.Logger, opts Options) *Hub 
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Hub{rdb: rdb, src: src, log: log, opts: opts, ctx: ctx, cancel: cancel,
-		companies: map[string]*company{}, waiters: map[string][]chan struct{}{}}
+	_, sharded := rdb.(*redis.ClusterClient)
+	return &Hub{rdb: rdb, sharded: sharded, src: src, log: log, opts: opts, ctx: ctx, cancel: cancel,
+		pss: map[string]*redis.PubSub{}, companies: map[string]*company{}, waiters: map[string][]chan struct{}{}}
 }
 
 // Notify tells every instance that company's log has a new row. It is
@@ -98,7 +104,11 @@ func (h *Hub) Notify(ctx context.Context, company string, id int64) error {
 	// only delays live delivery until the next notice or poll.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), notifyTimeout)
 	defer cancel()
-	if err := h.rdb.Publish(ctx, channelPrefix+company, strconv.FormatInt(id, 10)).Err(); err != nil {
+	publish := h.rdb.Publish
+	if h.sharded {
+		publish = h.rdb.SPublish
+	}
+	if err := publish(ctx, channelPrefix+company, strconv.FormatInt(id, 10)).Err(); err != nil {
 		return fmt.Errorf("publish audit notice: %w", err)
 	}
 	return nil
@@ -117,13 +127,16 @@ func (h *Hub) Close() {
 	for _, c := range h.companies {
 		companies = append(companies, c)
 	}
-	ps := h.ps
+	pss := make([]*redis.PubSub, 0, len(h.pss))
+	for _, ps := range h.pss {
+		pss = append(pss, ps)
+	}
 	h.mu.Unlock()
 	for _, c := range companies {
 		c.failAll(ErrShutdown)
 	}
 	h.cancel()
-	if ps != nil {
+	for _, ps := range pss {
 		_ = ps.Close()
 	}
 	h.wg.Wait()
@@ -213,15 +226,42 @@ func (h *Hub) leave(c *company, s *sub) {
 		close(c.stop)
 		// Under h.mu, so a newcomer's SUBSCRIBE for this company can only
 		// follow this UNSUBSCRIBE, never be undone by it.
-		if h.ps != nil && !h.closed {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if err := h.ps.Unsubscribe(ctx, channelPrefix+c.name); err != nil {
-				h.log.Warn("unsubscribe audit feed", "company", c.name, "err", err)
-			}
-			cancel()
-		}
+		h.unsubscribeLocked(channelPrefix + c.name)
 	}
 	h.mu.Unlock()
+}
+
+// unsubscribeLocked drops the subscription to ch; h.mu is held. A
+// Cluster's per-company subscription is closed, which also wakes a
+// SUBSCRIBE still waiting for its confirmation.
+func (h *Hub) unsubscribeLocked(ch string) {
+	key := h.shardKey(ch)
+	ps := h.pss[key]
+	if ps == nil || h.closed {
+		return
+	}
+	if h.sharded {
+		delete(h.pss, key)
+		_ = ps.Close()
+		for _, w := range h.waiters[ch] {
+			close(w)
+		}
+		delete(h.waiters, ch)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := ps.Unsubscribe(ctx, ch); err != nil {
+		h.log.Warn("unsubscribe audit feed", "channel", ch, "err", err)
+	}
+}
+
+// shardKey names the subscription that carries ch.
+func (h *Hub) shardKey(ch string) string {
+	if h.sharded {
+		return ch
+	}
+	return ""
 }
 
 // watch subscribes to a company's channel, learns where its log ends, and
@@ -235,7 +275,11 @@ func (h *Hub) watch(c *company) {
 	}
 	close(c.ready)
 	if c.err != nil {
-		h.log.Error("watch audit feed", "company", c.name, "err", c.err)
+		select {
+		case <-c.stop: // everyone left: the subscription was dropped under it
+		default:
+			h.log.Error("watch audit feed", "company", c.name, "err", c.err)
+		}
 		return
 	}
 	select {
@@ -244,12 +288,8 @@ func (h *Hub) watch(c *company) {
 		// UNSUBSCRIBE may have gone out first: undo ours, unless a newcomer
 		// for the company now owns the channel.
 		h.mu.Lock()
-		if _, watched := h.companies[c.name]; !watched && h.ps != nil && !h.closed {
-			ctx, cancel := context.WithTimeout(h.ctx, 2*time.Second)
-			if err := h.ps.Unsubscribe(ctx, ch); err != nil {
-				h.log.Warn("unsubscribe audit feed", "company", c.name, "err", err)
-			}
-			cancel()
+		if _, watched := h.companies[c.name]; !watched {
+			h.unsubscribeLocked(ch)
 		}
 		h.mu.Unlock()
 		return
@@ -320,25 +360,24 @@ func (c *company) poke() {
 	}
 }
 
-// subscribe adds ch to the hub's one Redis subscription and waits until
-// Redis confirms it, so no notice sent after this returns is missed.
+// subscribe adds ch to the hub's Redis subscription for it and waits
+// until Redis confirms, so no notice sent after this returns is missed.
 func (h *Hub) subscribe(ch string) error {
 	wait := make(chan struct{})
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrShutdown
+	}
 	h.waiters[ch] = append(h.waiters[ch], wait)
-	first := h.ps == nil
-	if first {
-		h.ps = h.rdb.Subscribe(h.ctx)
+	ps := h.pss[h.shardKey(ch)]
+	if ps == nil {
+		ps = h.openLocked(ch)
 	}
-	ps := h.ps
 	h.mu.Unlock()
-	if first {
-		h.wg.Add(1)
-		go h.receive(ps)
-	}
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 	defer cancel()
-	err := ps.Subscribe(ctx, ch)
+	err := h.joinChannel(ctx, ps, ch)
 	if err == nil {
 		select {
 		case <-wait:
@@ -357,9 +396,34 @@ func (h *Hub) subscribe(ch string) error {
 	return fmt.Errorf("subscribe to audit feed: %w", err)
 }
 
-// receive reads the hub's Redis subscription. After a connection loss
-// go-redis resubscribes; every watched company is then read at once, since
-// notices may have been lost meanwhile.
+// openLocked starts the subscription that will carry ch, and the
+// goroutine that reads it; h.mu is held.
+func (h *Hub) openLocked(ch string) *redis.PubSub {
+	var ps *redis.PubSub
+	if h.sharded {
+		// Empty: its connection goes to the node that owns the first
+		// channel, and after a failover to that slot's new owner.
+		ps = h.rdb.SSubscribe(h.ctx)
+	} else {
+		ps = h.rdb.Subscribe(h.ctx)
+	}
+	h.pss[h.shardKey(ch)] = ps
+	h.wg.Add(1)
+	go h.receive(ps)
+	return ps
+}
+
+func (h *Hub) joinChannel(ctx context.Context, ps *redis.PubSub, ch string) error {
+	if h.sharded {
+		return ps.SSubscribe(ctx, ch)
+	}
+	return ps.Subscribe(ctx, ch)
+}
+
+// receive reads one Redis subscription. After a connection loss go-redis
+// resubscribes (on a Cluster, on the slot's owner once the client has
+// reloaded the slot map); every watched company is then read at once,
+// since notices may have been lost meanwhile.
 func (h *Hub) receive(ps *redis.PubSub) {
 	defer h.wg.Done()
 	for {
@@ -369,6 +433,9 @@ func (h *Hub) receive(ps *redis.PubSub) {
 				return
 			}
 			h.log.Warn("audit feed subscription interrupted", "err", err)
+			if cc, ok := h.rdb.(*redis.ClusterClient); ok {
+				cc.ReloadState(h.ctx) // the master may have moved
+			}
 			h.pokeAll()
 			select {
 			case <-time.After(200 * time.Millisecond):
@@ -379,15 +446,7 @@ func (h *Hub) receive(ps *redis.PubSub) {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				h.mu.Lock()
-				for _, w := range h.waiters[m.Channel] {
-					close(w)
-				}
-				delete(h.waiters, m.Channel)
-				h.mu.Unlock()
-				h.pokeAll() // a reconnect resubscribes: catch up
-			}
+			h.subscription(ps, m)
 		case *redis.Message:
 			h.mu.Lock()
 			c := h.companies[strings.TrimPrefix(m.Channel, channelPrefix)]
@@ -397,6 +456,50 @@ func (h *Hub) receive(ps *redis.PubSub) {
 			}
 		}
 	}
+}
+
+// subscription handles Redis's confirmations and, on a Cluster, the
+// SUNSUBSCRIBE a node sends when the channel's slot leaves it (a
+// failover or a slot move).
+func (h *Hub) subscription(ps *redis.PubSub, m *redis.Subscription) {
+	switch m.Kind {
+	case "subscribe", "ssubscribe":
+		h.mu.Lock()
+		for _, w := range h.waiters[m.Channel] {
+			close(w)
+		}
+		delete(h.waiters, m.Channel)
+		h.mu.Unlock()
+		h.pokeAll() // a reconnect resubscribes: catch up
+	case "sunsubscribe":
+		h.resubscribe(ps, m.Channel)
+	}
+}
+
+// resubscribe replaces a Cluster subscription that its node dropped with
+// one on the slot's new owner. The hub never sends SUNSUBSCRIBE itself (it
+// closes the subscription), so this one came from the server.
+func (h *Hub) resubscribe(old *redis.PubSub, ch string) {
+	h.mu.Lock()
+	if h.closed || h.pss[ch] != old {
+		h.mu.Unlock()
+		return
+	}
+	h.log.Info("audit feed channel moved; subscribing again", "channel", ch)
+	if cc, ok := h.rdb.(*redis.ClusterClient); ok {
+		cc.ReloadState(h.ctx)
+	}
+	_ = old.Close()
+	ps := h.openLocked(ch)
+	h.mu.Unlock()
+	// The confirmation reaches the new receive goroutine, which reads the
+	// table then; until it comes, the poll covers the company.
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	if err := ps.SSubscribe(ctx, ch); err != nil && h.ctx.Err() == nil {
+		h.log.Warn("subscribe to moved audit feed channel", "channel", ch, "err", err)
+	}
+	h.pokeAll()
 }
 
 func (h *Hub) pokeAll() {

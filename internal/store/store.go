@@ -5,20 +5,15 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/glebarez/sqlite"
 	"github.com/jackc/pgx/v5/pgtype"
-	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -95,7 +90,26 @@ func openPostgres(url string, cfg *gorm.Config) (*gorm.DB, error) {
 	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
 		return nil, errors.New("DATABASE_URL must start with postgres://")
 	}
-	return gorm.Open(postgres.Open(url), cfg)
+	return gorm.Open(postgres.Open(withExecMode(url)), cfg)
+}
+
+// withExecMode makes pgx run every query as one unnamed statement
+// (default_query_exec_mode=exec) unless url chooses a mode. pgx's default
+// prepares named statements once per connection and reuses them, which is
+// session state: behind PgBouncer in transaction pooling mode the next
+// transaction may get a server connection that never saw the statement
+// ("prepared statement does not exist"). exec needs no session state and
+// still takes one round trip; the price is text-format results and a plan
+// per execution (see BenchmarkQueryExecMode).
+func withExecMode(url string) string {
+	if strings.Contains(url, "default_query_exec_mode=") {
+		return url
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	return url + sep + "default_query_exec_mode=exec"
 }
 
 // Now is the clock for stored timestamps: UTC, truncated to the
@@ -122,69 +136,6 @@ func PlanPerExecution(tx *gorm.DB) error {
 		return fmt.Errorf("plan per execution: %w", err)
 	}
 	return nil
-}
-
-// Redis is a Redis client plus whatever must be shut down with it.
-type Redis struct {
-	*redis.Client
-	embedded *miniredis.Miniredis
-}
-
-// Close closes the client and stops the in-process server, if any.
-func (r *Redis) Close() error {
-	err := r.Client.Close()
-	if r.embedded != nil {
-		r.embedded.Close()
-	}
-	return err
-}
-
-// OpenRedis connects to url, or starts an in-process Redis when url is
-// empty.
-func OpenRedis(ctx context.Context, url string) (*Redis, error) {
-	if url == "" {
-		return startEmbedded()
-	}
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("open redis: REDIS_URL: %w", err)
-	}
-	// Codes fail closed when Redis is away; fail fast too, rather than
-	// holding requests through go-redis's generous default retries.
-	if !strings.Contains(url, "dial_timeout") {
-		opts.DialTimeout = time.Second
-	}
-	if !strings.Contains(url, "max_retries") {
-		opts.MaxRetries = 1
-	}
-	c := redis.NewClient(opts)
-	if err := c.Ping(ctx).Err(); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("open redis: %w", err)
-	}
-	return &Redis{Client: c}, nil
-}
-
-// startEmbedded runs miniredis inside this process, reached through
-// in-memory pipes: it listens on no port, so no other process can reach
-// it at all (over TCP, miniredis sizes a buffer from a client's declared
-// length before it checks the password, so one local process could make
-// the service run out of memory). The random password stays as a second
-// lock.
-func startEmbedded() (*Redis, error) {
-	pw := make([]byte, 32)
-	if _, err := rand.Read(pw); err != nil {
-		return nil, fmt.Errorf("start in-process redis: %w", err)
-	}
-	password := hex.EncodeToString(pw)
-	mr := miniredis.NewMiniRedis()
-	mr.RequireAuth(password)
-	c := redis.NewClient(&redis.Options{
-		Addr:     "in-process", // a name for logs: Dialer never dials it
-		Password: password,
-		Dialer:   func(context.Context, string, string) (net.Conn, error) { return mr.Dial() },
-	})
-	return &Redis{Client: c, embedded: mr}, nil
 }
 
 // Array passes v to PostgreSQL as one array parameter, for bulk

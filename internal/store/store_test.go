@@ -33,7 +33,7 @@ func TestEmbeddedRedisIsOpen(t *testing.T) {
 	if after := socketCount(t); after != before {
 		t.Errorf("opening the embedded Redis opened %d sockets, want none", after-before)
 	}
-	opts := rdb.Options()
+	opts := rdb.UniversalClient.(*redis.Client).Options()
 	if len(opts.Password) < 32 {
 		t.Fatalf("embedded Redis password %d characters, want a random one of at least 32", len(opts.Password))
 	}
@@ -42,13 +42,13 @@ func TestEmbeddedRedisIsOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	if other.Options().Password == opts.Password {
+	if other.UniversalClient.(*redis.Client).Options().Password == opts.Password {
 		t.Error("two embedded Redis servers share a password: it is not random")
 	}
 	for name, password := range map[string]string{
 		"no password":                       "",
 		"wrong password":                    "not-the-password",
-		"another embedded Redis's password": other.Options().Password,
+		"another embedded Redis's password": other.UniversalClient.(*redis.Client).Options().Password,
 	} {
 		t.Run(name, func(t *testing.T) {
 			// Even a client handed the in-process connection needs the password.

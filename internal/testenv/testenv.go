@@ -2,6 +2,13 @@
 // in-process Redis by default, or the real PostgreSQL and Redis named by
 // TEST_DATABASE_URL and TEST_REDIS_URL. When those are set and the servers
 // are unreachable, tests fail; they never skip.
+//
+// TEST_REDIS_URL takes every REDIS_URL form (a Cluster, Sentinel, TLS).
+// TEST_DATABASE_ISOLATION=database gives each test its own database
+// instead of its own schema, for a pooler such as PgBouncer in
+// transaction mode, which cannot carry a per-connection search_path.
+// TEST_REDIS_CLUSTER_URL names a Redis Cluster for the tests that need
+// one whatever TEST_REDIS_URL is (see Cluster).
 package testenv
 
 import (
@@ -47,7 +54,11 @@ func Open(t testing.TB) Backends {
 		if b.RedisURL == "" {
 			t.Fatal("TEST_DATABASE_URL is set but TEST_REDIS_URL is not: set both to test against real backends")
 		}
-		b.DatabaseURL = freshSchema(t, ctx, base)
+		if os.Getenv("TEST_DATABASE_ISOLATION") == "database" {
+			b.DatabaseURL = freshDatabase(t, ctx, base)
+		} else {
+			b.DatabaseURL = freshSchema(t, ctx, base)
+		}
 	}
 	db, err := store.OpenDB(ctx, b.DatabaseURL, b.DataDir)
 	if err != nil {
@@ -93,6 +104,66 @@ func freshSchema(t testing.TB, ctx context.Context, base string) string {
 	q.Set("search_path", name)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// freshDatabase creates a database that is dropped after the test, and
+// returns base pointing at it. A pooler passes any database name through
+// (PgBouncer's "*" entry).
+func freshDatabase(t testing.TB, ctx context.Context, base string) string {
+	t.Helper()
+	admin, err := store.OpenPostgres(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to TEST_DATABASE_URL (is PostgreSQL up?): %v", err)
+	}
+	name := "tdb_" + randomHex(8)
+	// Concurrent CREATE DATABASEs from one template can collide
+	// ("source database is being accessed by other users"): retry.
+	for attempt := 0; ; attempt++ {
+		err = admin.WithContext(ctx).Exec("CREATE DATABASE " + name).Error
+		if err == nil || attempt == 20 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)").Error
+		if sqlDB, err := admin.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("TEST_DATABASE_URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// Cluster opens the Redis Cluster named by TEST_REDIS_CLUSTER_URL, a new
+// client per call (one per instance in multi-instance tests), closed when
+// the test ends. Without it the test fails on CI (CI set) and skips
+// elsewhere, as the browser tests do without chromium.
+func Cluster(t testing.TB) *store.Redis {
+	t.Helper()
+	u := os.Getenv("TEST_REDIS_CLUSTER_URL")
+	if u == "" {
+		msg := "TEST_REDIS_CLUSTER_URL is not set (a Redis Cluster, e.g. redis+cluster://127.0.0.1:7000 from .ci/scale-backends start)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg + "; set CI=true to make this a failure")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rdb, err := store.OpenRedis(ctx, u)
+	if err != nil {
+		t.Fatalf("open TEST_REDIS_CLUSTER_URL (is the Cluster up?): %v", err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
 }
 
 // Company returns a company id no other test uses, so tests can share one
