@@ -165,6 +165,13 @@ func verifyAudit(ctx context.Context, cfg config, company string, w audit.Window
 		_, err := fmt.Fprintf(out, "ok: %d rows checked; each links to the one before it\n", res.CheckedRows)
 		return err
 	}
+	for _, p := range res.Problems {
+		fmt.Fprintf(out, "BROKEN: %s\n", p)
+	}
+	if res.FirstBroken == nil {
+		fmt.Fprintf(out, "BROKEN: %d rows checked; each links to the one before it, but see above\n", res.CheckedRows)
+		return fmt.Errorf("audit verify: the audit log of %q is broken: %s", company, strings.Join(res.Problems, "; "))
+	}
 	e := *res.FirstBroken
 	id := log.PublicID(e)
 	fmt.Fprintf(out, "BROKEN: %d rows checked; the first that does not link is event %s (%s, %s, %s)\n",

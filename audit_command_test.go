@@ -72,8 +72,11 @@ func TestAuditVerifyCommand(t *testing.T) {
 		{nil, 1, broken},
 		{[]string{"--category", "settings"}, 1, broken},
 		{[]string{"--category", "AUTHENTICATION"}, 0, "ok: 4 rows checked"},
-		{[]string{"--from", base.Add(8 * time.Minute).Format(time.RFC3339)}, 0, "ok: 4 rows checked"},
-		{[]string{"--to", base.Add(7 * time.Minute).Format(time.RFC3339)}, 0, "ok: 7 rows checked"},
+		// A window also checks the row before it and the row after it.
+		{[]string{"--from", base.Add(9 * time.Minute).Format(time.RFC3339)}, 0, "ok: 5 rows checked"},
+		{[]string{"--from", base.Add(8 * time.Minute).Format(time.RFC3339)}, 1, broken},
+		{[]string{"--to", base.Add(5 * time.Minute).Format(time.RFC3339)}, 0, "ok: 7 rows checked"},
+		{[]string{"--to", base.Add(7 * time.Minute).Format(time.RFC3339)}, 1, broken},
 		{[]string{"--from", base.Add(5 * time.Minute).Format(time.RFC3339), "--to", base.Add(9 * time.Minute).Format(time.RFC3339)}, 1, broken},
 		{[]string{"--from", "yesterday"}, 1, "RFC 3339"},
 		{[]string{"--category", "ALL"}, 1, "must be SETTINGS or AUTHENTICATION"},
@@ -86,6 +89,17 @@ func TestAuditVerifyCommand(t *testing.T) {
 	}
 	if out, code := run("extra"); code != 1 || !strings.Contains(out, "unexpected argument") {
 		t.Errorf("an extra argument: exit %d, %q", code, out)
+	}
+	// Retention never cuts the settings chain: a checkpoint for it is
+	// reported, even when no row is named.
+	if err := b.DB.Create(&models.AuditCheckpoint{CompanyID: company, Category: "SETTINGS", LastID: events[7].ID,
+		Hash: "00", UpdatedAt: time.Now()}).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{nil, {"--from", base.Add(9 * time.Minute).Format(time.RFC3339)}} {
+		if out, code := run(args...); code != 1 || !strings.Contains(out, "BROKEN: SETTINGS: it has a retention checkpoint") {
+			t.Errorf("audit verify %v with a settings checkpoint: exit %d, output %q", args, code, out)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
@@ -36,6 +37,9 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 	}
 	cfg.Complexity.Query.Users = func(child int, first *int, _ *string, _ *string, _ *model.UsersFilter) int {
 		return pageCost(child, first, nil)
+	}
+	cfg.Complexity.Query.AuditLogIntegrity = func(child int, _, _ *time.Time, _ *model.AuditCategory) int {
+		return integrityCost(limits.MaxComplexity, child)
 	}
 
 	srv := handler.New(NewExecutableSchema(cfg))

@@ -1,10 +1,12 @@
 package graph_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/twofactor/service/graph"
 	"github.com/twofactor/service/internal/apptest"
 	"github.com/twofactor/service/internal/testenv"
 )
@@ -82,6 +84,39 @@ func TestAuditLogIntegrity(t *testing.T) {
 		r := tc.c.Do(t, qIntegrity, tc.vars)
 		if !slices.Contains(r.Codes(), tc.code) {
 			t.Errorf("%s: codes %v, want %s", name, r.Codes(), tc.code)
+		}
+	}
+}
+
+// TestIntegrityAliases is red-team finding 3: auditLogIntegrity walks up
+// to the company's whole log, so it costs more than half the complexity
+// budget: one per operation, never a walk per alias.
+func TestIntegrityAliases(t *testing.T) {
+	s := apptest.Start(t)
+	company := testenv.Company(t)
+	admin := s.Admin(t, company)
+	createUser(t, admin, map[string]any{"id": "ann"})
+	many := "{"
+	for i := range 178 {
+		many += fmt.Sprintf(" a%d: auditLogIntegrity { checkedRows }", i)
+	}
+	many += " }"
+	for name, tc := range map[string]struct {
+		query string
+		code  string // "": accepted
+	}{
+		"one":               {`{ auditLogIntegrity { ok checkedRows } }`, ""},
+		"one beside a page": {`{ auditLogIntegrity { ok } auditLog(first: 20) { edges { node { id action } } } }`, ""},
+		"two aliases":       {`{ a: auditLogIntegrity { ok } b: auditLogIntegrity(category: SETTINGS) { ok } }`, graph.CodeComplexityLimitExceeded},
+		"178 aliases":       {many, graph.CodeComplexityLimitExceeded},
+	} {
+		r := admin.Do(t, tc.query, nil)
+		ran := len(r.Data) > 0 && string(r.Data) != "null"
+		switch {
+		case tc.code == "" && (len(r.Errors) > 0 || !ran):
+			t.Errorf("%s: refused with %v", name, r.Codes())
+		case tc.code != "" && (!slices.Contains(r.Codes(), tc.code) || ran):
+			t.Errorf("%s: codes %v, data %s; want %s before anything runs", name, r.Codes(), r.Data, tc.code)
 		}
 	}
 }

@@ -127,14 +127,3 @@ func Value(s *string) string {
 	}
 	return *s
 }
-
-// AuditCheckpoint is where retention cut a company's chain: the id and hash
-// of the newest row it removed. The remaining rows link to Hash, so the
-// chain stays checkable without the rows before it.
-type AuditCheckpoint struct {
-	CompanyID string    `gorm:"primaryKey;size:64"`
-	Category  string    `gorm:"primaryKey;size:16"`
-	LastID    int64     `gorm:"not null"`
-	Hash      string    `gorm:"size:64;not null"`
-	UpdatedAt time.Time `gorm:"not null"`
-}

@@ -55,22 +55,60 @@ func (l *Log) link(tx *gorm.DB, rows []models.AuditEvent) error {
 	return nil
 }
 
+// checkpoint is where retention cut a sign-in chain (table
+// audit_checkpoints, one row per chain). Besides the newest removed row's
+// id and hash, which the first remaining row links to, it keeps what a
+// check needs to prove that row was old: the hash before it and its
+// hashed fields. Only the chain's own rows can hash to Hash, so a
+// checkpoint moved to a recent row, or to a row it does not describe,
+// shows.
+type checkpoint struct {
+	CompanyID string `gorm:"primaryKey"`
+	Category  string `gorm:"primaryKey"`
+	LastID    int64
+	Hash      string
+	PrevHash  string
+	// LastRow is the removed row's hashchain.Row as JSON.
+	LastRow string
+	// Removed counts the rows retention removed from the chain so far.
+	Removed   int64
+	UpdatedAt time.Time
+}
+
+func (checkpoint) TableName() string { return "audit_checkpoints" }
+
 // chainStart is where a chain begins: after the retention checkpoint, or
 // at genesis.
 type chainStart struct {
 	AfterID int64
 	Hash    string
+	Removed int64
 }
 
-func readStart(tx *gorm.DB, company, category string) (chainStart, error) {
-	var cps []models.AuditCheckpoint
+// readCheckpoint is company's checkpoint for category, or nil.
+func readCheckpoint(tx *gorm.DB, company, category string) (*checkpoint, error) {
+	var cps []checkpoint
 	if err := tx.Where("company_id = ? AND category = ?", company, category).Limit(1).Find(&cps).Error; err != nil {
-		return chainStart{}, fmt.Errorf("read audit checkpoint: %w", err)
+		return nil, fmt.Errorf("read audit checkpoint: %w", err)
 	}
 	if len(cps) == 0 {
+		return nil, nil
+	}
+	return &cps[0], nil
+}
+
+// readStart is where category's chain starts. Retention never cuts the
+// settings chain, so it starts at genesis whatever checkpoint is stored
+// (the check reports such a checkpoint).
+func readStart(tx *gorm.DB, company, category string) (chainStart, error) {
+	if category != string(Authentication) {
 		return chainStart{Hash: hashchain.Genesis}, nil
 	}
-	return chainStart{AfterID: cps[0].LastID, Hash: cps[0].Hash}, nil
+	cp, err := readCheckpoint(tx, company, category)
+	if err != nil || cp == nil {
+		return chainStart{Hash: hashchain.Genesis}, err
+	}
+	return chainStart{AfterID: cp.LastID, Hash: cp.Hash, Removed: cp.Removed}, nil
 }
 
 // idHash is a row's position and link.

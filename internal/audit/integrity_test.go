@@ -241,11 +241,12 @@ func TestTamperingIsNamed(t *testing.T) {
 				t.Errorf("broken row of company %q", res.FirstBroken.Company)
 			}
 			wantOK(t, verify(t, log, company, audit.Window{Category: audit.Authentication}), 1)
-			// A window from row 5 starts from row 4's stored hash.
+			// A window from row 5 walks from row 4, which it checks against
+			// row 3's stored hash.
 			from, to := base.Add(5*time.Second), base.Add(29*time.Second)
 			inWindow := verify(t, log, company, audit.Window{From: &from, Category: audit.Settings})
-			if tc.broken < 5 {
-				wantOK(t, inWindow, 25)
+			if tc.broken < 4 {
+				wantOK(t, inWindow, 26)
 			} else {
 				wantBroken(t, inWindow, ids[tc.broken])
 			}
@@ -256,9 +257,10 @@ func TestTamperingIsNamed(t *testing.T) {
 	}
 }
 
-// TestWindowIsCheckableAlone: a window starts from the stored hash of the
-// row before it, so damage outside the window does not fail it, and its
-// count is its own rows.
+// TestWindowIsCheckableAlone: a window walks from the row before its
+// first to the row after its last, each checked against the stored hash
+// of the row before it, so damage further out does not fail it, damage
+// next to it does, and its count is its rows and those two.
 func TestWindowIsCheckableAlone(t *testing.T) {
 	b := testenv.Open(t)
 	log := audit.NewLog(b.DB, nil, nil)
@@ -277,13 +279,17 @@ func TestWindowIsCheckableAlone(t *testing.T) {
 		rows     int
 		brokenAt int // -1: ok
 	}{
-		{"after the damage", audit.Window{From: at(10), To: at(20)}, 10, -1},
-		{"from only", audit.Window{From: at(10)}, 20, -1},
-		{"before the damage", audit.Window{To: at(5)}, 5, -1},
-		{"around the damage", audit.Window{From: at(3), To: at(8)}, 3, 5},
+		{"after the damage", audit.Window{From: at(10), To: at(20)}, 12, -1},
+		{"from only", audit.Window{From: at(10)}, 21, -1},
+		{"two rows after the damage", audit.Window{From: at(7)}, 24, -1},
+		{"just after the damage", audit.Window{From: at(6)}, 1, 5},
+		{"before the damage", audit.Window{To: at(4)}, 5, -1},
+		{"just before the damage", audit.Window{To: at(5)}, 6, 5},
+		{"around the damage", audit.Window{From: at(3), To: at(8)}, 4, 5},
 		{"whole log", audit.Window{}, 6, 5},
-		{"nothing in it", audit.Window{From: at(100)}, 0, -1},
-		{"between two rows", audit.Window{From: new(at(10).Add(time.Second)), To: at(11)}, 0, -1},
+		{"nothing in it", audit.Window{From: at(100)}, 1, -1},
+		{"between two rows", audit.Window{From: new(at(10).Add(time.Second)), To: at(11)}, 2, -1},
+		{"before every row", audit.Window{To: new(at(0).Add(-time.Second))}, 1, -1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -296,6 +302,51 @@ func TestWindowIsCheckableAlone(t *testing.T) {
 			if res.CheckedRows != tc.rows {
 				t.Errorf("checked %d rows, want %d", res.CheckedRows, tc.rows)
 			}
+		})
+	}
+}
+
+// TestWindowEdgeBackdated is red-team finding 1: a window's first row
+// backdated (or its last postdated) leaves the window by its time, and
+// its details changed; the window still names it, whichever way it was
+// moved out, because the rows next to the window are checked too.
+func TestWindowEdgeBackdated(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	from, to := base.Add(5*time.Hour), base.Add(10*time.Hour)
+	cases := []struct {
+		name  string
+		to    time.Time
+		moved map[int]time.Time // row index → its new time
+		// The rows named by the window and by the whole-chain check: the
+		// window names the first changed row it walks.
+		window, full int
+	}{
+		{"first backdated", to, map[int]time.Time{5: base.AddDate(-1, 0, 0)}, 5, 5},
+		{"first two backdated", to, map[int]time.Time{5: base.AddDate(-1, 0, 0), 6: base.Add(-time.Hour)}, 6, 5},
+		{"last postdated", to, map[int]time.Time{9: base.AddDate(1, 0, 0)}, 9, 9},
+		{"first and last moved", to, map[int]time.Time{5: base.AddDate(-1, 0, 0), 9: base.AddDate(1, 0, 0)}, 5, 5},
+		{"last of a closed window postdated", base.Add(9 * time.Hour), map[int]time.Time{8: to}, 8, 8},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := testenv.Open(t)
+			log := audit.NewLog(b.DB, nil, nil)
+			company := testenv.Company(t)
+			events := make([]*audit.Event, 10)
+			for i := range events {
+				events[i] = authEvent(company, i, base.Add(time.Duration(i)*time.Hour))
+			}
+			writeMany(t, b.DB, log, events)
+			w := audit.Window{From: &from, To: &tc.to, Category: audit.Authentication}
+			if res := verify(t, log, company, w); !res.OK {
+				t.Fatalf("intact window: %+v", res)
+			}
+			for i, at := range tc.moved {
+				exec(t, b.DB, `UPDATE audit_events SET created_at = ?, details = '{"attempt":0}' WHERE company_id = ? AND id = ?`,
+					at, company, events[i].ID)
+			}
+			wantBroken(t, verify(t, log, company, w), events[tc.window].ID)
+			wantBroken(t, verify(t, log, company, audit.Window{}), events[tc.full].ID)
 		})
 	}
 }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -141,30 +142,47 @@ func (r *Retention) removeBatch(ctx context.Context, company string, cutoff time
 			Order(chainOrder).Limit(retentionBatch).Find(&rows).Error; err != nil {
 			return err
 		}
-		last := r.expiredPrefix(ctx, start.Hash, rows, cutoff)
-		if last == nil {
+		cut := r.expiredPrefix(ctx, start.Hash, rows, cutoff)
+		if cut.last == nil {
 			return nil
 		}
 		res := tx.Where("company_id = ? AND category = ? AND id > ? AND id <= ?",
-			company, string(Authentication), start.AfterID, last.ID).Delete(&models.AuditEvent{})
+			company, string(Authentication), start.AfterID, cut.last.ID).Delete(&models.AuditEvent{})
 		if res.Error != nil {
 			return res.Error
 		}
 		removed = int(res.RowsAffected)
-		return tx.Clauses(clause.OnConflict{
-			Columns:   []clause.Column{{Name: "company_id"}, {Name: "category"}},
-			DoUpdates: clause.AssignmentColumns([]string{"last_id", "hash", "updated_at"}),
-		}).Create(&models.AuditCheckpoint{CompanyID: company, Category: string(Authentication),
-			LastID: last.ID, Hash: *last.Hash, UpdatedAt: r.now().UTC()}).Error
+		return r.moveCheckpoint(tx, cut, start.Removed+res.RowsAffected)
 	})
 	return removed, err
 }
 
+// moveCheckpoint records cut as company's sign-in checkpoint, with the
+// chain's count of removed rows.
+func (r *Retention) moveCheckpoint(tx *gorm.DB, cut cut, removed int64) error {
+	row, err := json.Marshal(linkOf(*cut.last))
+	if err != nil {
+		return err
+	}
+	return tx.Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "company_id"}, {Name: "category"}},
+		DoUpdates: clause.AssignmentColumns([]string{"last_id", "hash", "prev_hash", "last_row", "removed", "updated_at"}),
+	}).Create(&checkpoint{CompanyID: cut.last.CompanyID, Category: string(Authentication), LastID: cut.last.ID,
+		Hash: *cut.last.Hash, PrevHash: cut.prev, LastRow: string(row), Removed: removed,
+		UpdatedAt: r.now().UTC()}).Error
+}
+
+// cut is the newest row of an expired prefix and the hash it follows.
+type cut struct {
+	last *models.AuditEvent
+	prev string
+}
+
 // expiredPrefix is the newest of the leading rows created before cutoff
-// that link from prev, or nil. A broken link ends the prefix and is
+// that link from prev, if any. A broken link ends the prefix and is
 // logged: the rows from there on stay, as evidence, until someone looks.
-func (r *Retention) expiredPrefix(ctx context.Context, prev string, rows []models.AuditEvent, cutoff time.Time) *models.AuditEvent {
-	var last *models.AuditEvent
+func (r *Retention) expiredPrefix(ctx context.Context, prev string, rows []models.AuditEvent, cutoff time.Time) cut {
+	var c cut
 	for i := range rows {
 		if !rows[i].CreatedAt.Before(cutoff) {
 			break
@@ -174,7 +192,8 @@ func (r *Retention) expiredPrefix(ctx context.Context, prev string, rows []model
 				"company", rows[i].CompanyID, "event", r.log.PublicID(fromRow(rows[i])))
 			break
 		}
-		prev, last = *rows[i].Hash, &rows[i]
+		c = cut{last: &rows[i], prev: prev}
+		prev = *rows[i].Hash
 	}
-	return last
+	return c
 }

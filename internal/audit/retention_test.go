@@ -2,6 +2,9 @@ package audit_test
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/audit/hashchain"
 	"github.com/twofactor/service/internal/testenv"
 	"github.com/twofactor/service/models"
 )
@@ -73,7 +77,10 @@ func runOnce(t testing.TB, r *audit.Retention) int {
 func TestRetentionRemovesOldSignInRows(t *testing.T) {
 	b := testenv.Open(t)
 	log := audit.NewLog(b.DB, nil, nil)
-	now := time.Date(2032, 6, 1, 0, 0, 0, 0, time.UTC)
+	// The driven clock starts three retentions back, so that after it
+	// moves two forward every row retention cuts is still older than a
+	// day by the wall clock, as the check requires of a checkpoint.
+	now := time.Now().UTC().Truncate(time.Millisecond).Add(-3 * 400 * 24 * time.Hour)
 	clock := func() time.Time { return now }
 	keep := 400 * 24 * time.Hour
 	company, small, fresh := testenv.Company(t), testenv.Company(t), testenv.Company(t)
@@ -153,7 +160,7 @@ func TestRetentionRemovesOldSignInRows(t *testing.T) {
 func TestRetentionRunsOnManyInstancesAtOnce(t *testing.T) {
 	b := testenv.Open(t)
 	log := audit.NewLog(b.DB, nil, nil)
-	now := time.Date(2032, 6, 1, 0, 0, 0, 0, time.UTC)
+	now := time.Now().UTC().Truncate(time.Millisecond)
 	company := testenv.Company(t)
 	var events []*audit.Event
 	for i := range 3500 {
@@ -191,7 +198,7 @@ func TestRetentionRunsOnManyInstancesAtOnce(t *testing.T) {
 func TestRetentionRunStopsWithItsContext(t *testing.T) {
 	b := testenv.Open(t)
 	log := audit.NewLog(b.DB, nil, nil)
-	now := time.Date(2032, 6, 1, 0, 0, 0, 0, time.UTC)
+	now := time.Now().UTC().Truncate(time.Millisecond)
 	company := testenv.Company(t)
 	writeMany(t, b.DB, log, []*audit.Event{authEvent(company, 0, now.Add(-48*time.Hour)), authEvent(company, 1, now)})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -214,4 +221,130 @@ func TestRetentionRunStopsWithItsContext(t *testing.T) {
 		t.Fatal("Run did not return after its context ended")
 	}
 	wantOK(t, verify(t, log, company, audit.Window{}), 1)
+}
+
+// rowOf is r's hashed fields, as a forger would compute them.
+func rowOf(r models.AuditEvent) hashchain.Row {
+	return hashchain.Row{
+		Company: r.CompanyID, Category: r.Category, Action: r.Action, ActorID: r.ActorID,
+		ActorName: r.ActorName, ActorRole: r.ActorRole, TargetID: r.TargetUserID,
+		TargetName: r.TargetUserName, App: r.App, Details: r.Details, CreatedAt: r.CreatedAt, UID: r.UID,
+	}
+}
+
+// forgeCheckpoint stores a checkpoint at rows[last] that records it the
+// way retention does, with the hash before it.
+func forgeCheckpoint(t *testing.T, db *gorm.DB, rows []models.AuditEvent, last int) {
+	t.Helper()
+	r, prev := rows[last], hashchain.Genesis
+	if last > 0 {
+		prev = *rows[last-1].Hash
+	}
+	enc, err := json.Marshal(rowOf(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, db, `INSERT INTO audit_checkpoints (company_id, category, last_id, hash, prev_hash, last_row, removed, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, r.CompanyID, r.Category, r.ID, *r.Hash, prev, string(enc), last+1, time.Now().UTC())
+}
+
+// TestCheckpointHidesDeletion is red-team finding 2: a role that may
+// delete rows and write the checkpoint table tried to hide deletions and
+// edits behind a retention checkpoint. Rows still at or before a sign-in
+// checkpoint are named; a settings checkpoint is refused (retention never
+// writes one); a checkpoint must prove, by the hash of the row it records,
+// that it cut an old prefix of its own chain.
+func TestCheckpointHidesDeletion(t *testing.T) {
+	cases := []struct {
+		name     string
+		category audit.Category
+		age      time.Duration // of the rows
+		how      tampering
+		broken   int // row index named by a whole-chain check; -1: none
+		problem  string
+	}{
+		{"sign-in row deleted, older row changed", audit.Authentication, 48 * time.Hour, deleteRow | alterRow | plainCheckpoint, 0, "does not record the row it cut"},
+		{"settings row deleted, older row changed", audit.Settings, 48 * time.Hour, deleteRow | alterRow | plainCheckpoint, 2, "retention never removes settings rows"},
+		{"settings checkpoint alone", audit.Settings, 48 * time.Hour, forgedCheckpoint, -1, "retention never removes settings rows"},
+		{"checkpoint moved without deleting", audit.Authentication, 48 * time.Hour, forgedCheckpoint, 0, ""},
+		{"recent prefix deleted", audit.Authentication, time.Hour, deletePrefix | forgedCheckpoint, -1, "less than a day old"},
+		{"checkpoint records another row", audit.Authentication, 48 * time.Hour, deletePrefix | wrongRow, -1, "does not hash to its hash"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := testenv.Open(t)
+			log := audit.NewLog(b.DB, nil, nil)
+			company := testenv.Company(t)
+			base := time.Now().UTC().Add(-tc.age)
+			events := make([]*audit.Event, 10)
+			for i := range events {
+				if events[i] = authEvent(company, i, base.Add(time.Duration(i)*time.Second)); tc.category == audit.Settings {
+					events[i] = settingsEvent(company, i, base.Add(time.Duration(i)*time.Second))
+				}
+			}
+			writeMany(t, b.DB, log, events)
+			wantOK(t, verify(t, log, company, audit.Window{}), 10)
+			var rows []models.AuditEvent
+			if err := b.DB.Where("company_id = ?", company).Order("id").Find(&rows).Error; err != nil {
+				t.Fatal(err)
+			}
+			tamperCheckpoint(t, b.DB, rows, tc.how)
+			for i, w := range []audit.Window{{}, {Category: tc.category}, {From: new(base.Add(9 * time.Second))}} {
+				res := verify(t, log, company, w)
+				if res.OK {
+					t.Fatalf("window %+v: the check is ok", w)
+				}
+				switch whole := i < 2; { // a window names only what it walks
+				case tc.broken >= 0 && whole:
+					wantBroken(t, res, rows[tc.broken].ID)
+				case tc.broken < 0 && res.FirstBroken != nil:
+					t.Errorf("window %+v: row %d named, want none", w, res.FirstBroken.ID)
+				}
+				if tc.problem != "" && !strings.Contains(strings.Join(res.Problems, "; "), tc.problem) {
+					t.Errorf("window %+v: problems %q, want %q", w, res.Problems, tc.problem)
+				}
+			}
+		})
+	}
+}
+
+// tampering is what TestCheckpointHidesDeletion does, as flags.
+type tampering int
+
+const (
+	deleteRow tampering = 1 << iota
+	alterRow
+	deletePrefix
+	plainCheckpoint  // only last_id and hash, like the red team's
+	forgedCheckpoint // every field, as retention writes them
+	wrongRow         // every field, but the recorded row altered
+)
+
+// tamperCheckpoint does to rows (10 of one chain) what how says; the
+// checkpoint goes to row 8.
+func tamperCheckpoint(t *testing.T, db *gorm.DB, rows []models.AuditEvent, how tampering) {
+	t.Helper()
+	c := rows[0].CompanyID
+	if how&deleteRow != 0 {
+		exec(t, db, `DELETE FROM audit_events WHERE company_id = ? AND id = ?`, c, rows[8].ID)
+	}
+	if how&alterRow != 0 {
+		exec(t, db, `UPDATE audit_events SET details = '{"forged":true}' WHERE company_id = ? AND id = ?`, c, rows[2].ID)
+	}
+	if how&deletePrefix != 0 {
+		exec(t, db, `DELETE FROM audit_events WHERE company_id = ? AND id <= ?`, c, rows[8].ID)
+	}
+	switch {
+	case how&plainCheckpoint != 0:
+		if err := db.Create(&models.AuditCheckpoint{CompanyID: c, Category: rows[8].Category, LastID: rows[8].ID,
+			Hash: *rows[8].Hash, UpdatedAt: time.Now()}).Error; err != nil {
+			t.Fatal(err)
+		}
+	case how&forgedCheckpoint != 0:
+		forgeCheckpoint(t, db, rows, 8)
+	case how&wrongRow != 0:
+		altered := slices.Clone(rows)
+		altered[8].CreatedAt = altered[8].CreatedAt.AddDate(-1, 0, 0)
+		forgeCheckpoint(t, db, altered, 8)
+	}
 }

@@ -158,9 +158,11 @@ var migrations = []*gormigrate.Migration{
 	},
 	{
 		// Retention (issue 10, section 5): a checkpoint per chain keeps the
-		// hash of the newest removed row, and a partial index finds old
-		// sign-in rows without indexing settings rows, which never expire
-		// (so their bulk inserts pay nothing for it).
+		// hash of the newest removed row, the hash before it and the row's
+		// hashed fields (so a check can prove the row was old), and how many
+		// rows were removed; a partial index finds old sign-in rows without
+		// indexing settings rows, which never expire (so their bulk inserts
+		// pay nothing for it).
 		ID: "0005_audit_checkpoints",
 		Migrate: func(tx *gorm.DB) error {
 			type auditCheckpoint struct {
@@ -168,6 +170,9 @@ var migrations = []*gormigrate.Migration{
 				Category  string    `gorm:"primaryKey;size:16"`
 				LastID    int64     `gorm:"not null"`
 				Hash      string    `gorm:"size:64;not null"`
+				PrevHash  string    `gorm:"size:64;not null;default:''"`
+				LastRow   string    `gorm:"not null;default:''"`
+				Removed   int64     `gorm:"not null;default:0"`
 				UpdatedAt time.Time `gorm:"not null"`
 			}
 			if err := tx.Migrator().CreateTable(&auditCheckpoint{}); err != nil {
