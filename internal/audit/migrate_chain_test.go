@@ -2,11 +2,7 @@ package audit_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -28,8 +24,8 @@ func bareDB(t *testing.T) *gorm.DB {
 	t.Helper()
 	cfg := &gorm.Config{Logger: logger.Discard, NowFunc: store.Now, SkipDefaultTransaction: true}
 	var dial gorm.Dialector
-	if base := os.Getenv("TEST_DATABASE_URL"); base != "" {
-		dial = postgres.Open(bareSchema(t, base))
+	if u := testenv.EmptyDatabaseURL(t); u != "" {
+		dial = postgres.Open(u)
 	} else {
 		dial = sqlite.Open(filepath.Join(t.TempDir(), "bare.db") + "?_pragma=busy_timeout(10000)&_txlock=immediate")
 	}
@@ -43,36 +39,6 @@ func bareDB(t *testing.T) *gorm.DB {
 		}
 	})
 	return db
-}
-
-// bareSchema creates a schema dropped after the test and returns base
-// with its search_path set there.
-func bareSchema(t *testing.T, base string) string {
-	t.Helper()
-	admin, err := store.OpenPostgres(context.Background(), base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw := make([]byte, 8)
-	_, _ = rand.Read(raw)
-	name := "t_" + hex.EncodeToString(raw)
-	if err := admin.Exec("CREATE SCHEMA " + name).Error; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = admin.Exec("DROP SCHEMA " + name + " CASCADE").Error
-		if sqlDB, err := admin.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", name)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // TestMigrationChainsExistingRows: rows written before hashing (plain SQL
