@@ -72,7 +72,8 @@ func TestAuthenticationEventDetails(t *testing.T) {
 	l := newLogin(t, s, co, "steps", uniquePhone(), uniqueEmail(), "WEB")
 	auth := map[string]any{"category": "AUTHENTICATION", "userId": "steps"}
 
-	// Delivery fails, then a code is sent by email, and superseded.
+	// Delivery fails (the code was issued and handed to delivery: CODE_SENT,
+	// then CODE_DELIVERY_FAILED), then a code is sent by email, and superseded.
 	s.Outbox.SetFail("sms", true)
 	failed := l.issue(t, "")
 	wantUserError(t, "sms down", failed.UserErrors, "DELIVERY_FAILED")
@@ -89,7 +90,7 @@ func TestAuthenticationEventDetails(t *testing.T) {
 	s.Clock.Advance(6 * time.Minute)
 	wantStatus(t, "expired", l.verify(t, third.ID, l.code(t, third)), "EXPIRED", 3)
 
-	want := []string{"CODE_DELIVERY_FAILED", "CODE_SENT", "CODE_SENT", "CODE_EXPIRED", "CODE_REJECTED",
+	want := []string{"CODE_SENT", "CODE_DELIVERY_FAILED", "CODE_SENT", "CODE_SENT", "CODE_EXPIRED", "CODE_REJECTED",
 		"CODE_VERIFIED", "CODE_SENT", "CODE_EXPIRED"}
 	rows := waitEvents(t, l.admin, auth, len(want))
 	if got := actions(rows); !slices.Equal(got, want) {
@@ -101,15 +102,16 @@ func TestAuthenticationEventDetails(t *testing.T) {
 			t.Errorf("%s: actor %+v target %+v app %s, want the user on WEB", e.Action, e.Actor, e.TargetUser, str(e.App))
 		}
 	}
-	slices.Reverse(rows) // oldest first, as want
-	wantDetails(t, rows[0], map[string]any{"channel": "SMS", "reason": "PROVIDER_ERROR"})
-	wantDetails(t, rows[1], map[string]any{"channel": "EMAIL", "destination": first.Destination, "challengeId": first.ID})
-	wantDetails(t, rows[3], map[string]any{"reason": "superseded", "challengeId": first.ID, "channel": "EMAIL"})
-	wantDetails(t, rows[4], map[string]any{"attempt": 1, "maxAttempts": 3, "consecutiveFailures": 1, "challengeId": second.ID})
-	wantDetails(t, rows[5], map[string]any{"channel": "SMS", "challengeId": second.ID})
-	wantDetails(t, rows[7], map[string]any{"reason": "expired", "challengeId": third.ID})
-	if id, _ := details(t, rows[0])["challengeId"].(string); id == "" {
-		t.Errorf("CODE_DELIVERY_FAILED without a challengeId: %s", rows[0].Details)
+	slices.Reverse(rows)                                                                         // oldest first, as want
+	wantDetails(t, rows[0], map[string]any{"channel": "SMS", "destination": second.Destination}) // the same phone
+	wantDetails(t, rows[1], map[string]any{"channel": "SMS", "reason": "PROVIDER_ERROR", "challengeId": details(t, rows[0])["challengeId"]})
+	wantDetails(t, rows[2], map[string]any{"channel": "EMAIL", "destination": first.Destination, "challengeId": first.ID})
+	wantDetails(t, rows[4], map[string]any{"reason": "superseded", "challengeId": first.ID, "channel": "EMAIL"})
+	wantDetails(t, rows[5], map[string]any{"attempt": 1, "maxAttempts": 3, "consecutiveFailures": 1, "challengeId": second.ID})
+	wantDetails(t, rows[6], map[string]any{"channel": "SMS", "challengeId": second.ID})
+	wantDetails(t, rows[8], map[string]any{"reason": "expired", "challengeId": third.ID})
+	if id, _ := details(t, rows[1])["challengeId"].(string); id == "" {
+		t.Errorf("CODE_DELIVERY_FAILED without a challengeId: %s", rows[1].Details)
 	}
 
 	// The settings rows are apart, and the actions filter still works.
@@ -118,8 +120,8 @@ func TestAuthenticationEventDetails(t *testing.T) {
 			t.Errorf("settings category holds %s", e.Action)
 		}
 	}
-	if n := len(allEvents(t, l.admin, map[string]any{"actions": []string{"CODE_SENT"}, "userId": "steps"})); n != 3 {
-		t.Errorf("CODE_SENT rows %d, want 3", n)
+	if n := len(allEvents(t, l.admin, map[string]any{"actions": []string{"CODE_SENT"}, "userId": "steps"})); n != 4 {
+		t.Errorf("CODE_SENT rows %d, want 4", n)
 	}
 }
 
@@ -278,7 +280,7 @@ func TestLockoutSchedule(t *testing.T) {
 
 	// The admin unlocks: the lock and the count are gone, and it is recorded.
 	l.admin.Must(t, mUnlock, map[string]any{"input": map[string]any{"userId": "nist", "app": "WEB"}}, nil)
-	unlocked := allEvents(t, l.admin, map[string]any{"actions": []string{"USER_TWO_FACTOR_UNLOCKED"}})
+	unlocked := waitEvents(t, l.admin, map[string]any{"actions": []string{"USER_TWO_FACTOR_UNLOCKED"}}, 1)
 	if len(unlocked) != 1 {
 		t.Fatalf("unlock rows %d, want 1", len(unlocked))
 	}

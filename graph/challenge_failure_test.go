@@ -279,12 +279,27 @@ func TestChallengeSecretsStayOut(t *testing.T) {
 	// the company's SMS counter ({c:<co>}), each part base64url.
 	ctx := ctxT(t)
 	rdb := s.Backends.Redis
-	var keys []string
-	iter := rdb.Scan(ctx, 0, "2fa:v2:{c:"+base64.RawURLEncoding.EncodeToString([]byte(co))+"[:}]*", 100).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
+	var (
+		keysMu sync.Mutex
+		keys   []string
+	)
+	// SCAN walks one node: on a Cluster, every master.
+	scan := func(ctx context.Context, node redis.UniversalClient) error {
+		iter := node.Scan(ctx, 0, "2fa:v2:{c:"+base64.RawURLEncoding.EncodeToString([]byte(co))+"[:}]*", 100).Iterator()
+		for iter.Next(ctx) {
+			keysMu.Lock()
+			keys = append(keys, iter.Val())
+			keysMu.Unlock()
+		}
+		return iter.Err()
 	}
-	if err := iter.Err(); err != nil {
+	var err error
+	if cc, ok := rdb.UniversalClient.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, rdb.UniversalClient)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	types := map[string]int{}

@@ -143,7 +143,7 @@ func New(o Options) (*App, error) {
 	}
 	a.AuditOutbox = outbox.New(o.Redis.UniversalClient, challenge.DecodeOutboxEntry, a.Audit, o.Logger, o.AuditOutbox)
 	a.Challenge, err = challenge.NewService(challenge.Deps{
-		Redis: o.Redis.UniversalClient, Outbox: a.AuditOutbox, Users: a.Users, Settings: a.Settings, Audit: a.Audit,
+		Redis: o.Redis.UniversalClient, Outbox: a.AuditOutbox, Users: a.Users, Settings: a.Settings,
 		Codes: o.Codes, Signer: a.Signer, SMS: o.SMS, Email: o.Email, Logger: o.Logger, Now: o.Now,
 	}, o.Challenge)
 	if err != nil {

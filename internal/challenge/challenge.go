@@ -15,7 +15,6 @@ import (
 
 	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/assertion"
-	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/delivery"
 	"github.com/twofactor/service/internal/otp"
@@ -173,12 +172,6 @@ type SettingsLookup interface {
 	ForCompany(ctx context.Context, company string) (settings.Settings, error)
 }
 
-// AuditRecorder appends an audit row, running apply in the same
-// transaction first.
-type AuditRecorder interface {
-	Record(ctx context.Context, e *audit.Event, apply func() error) error
-}
-
 // Kicker is told when a user's outbox (a Redis key) has new events, so it
 // can move them to the audit table soon (internal/outbox). It must not
 // block: it runs on the request path.
@@ -192,7 +185,6 @@ type Deps struct {
 	Outbox   Kicker // nil: events wait in Redis for a sweeper
 	Users    UserLookup
 	Settings SettingsLookup
-	Audit    AuditRecorder
 	Codes    *otp.Hasher
 	Signer   *assertion.Signer
 	SMS      delivery.Sender

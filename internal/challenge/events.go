@@ -1,17 +1,15 @@
 package challenge
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/audit"
@@ -32,8 +30,18 @@ import (
 //	hdr     JSON eventHeader: company, app, actor, target id
 //	tn      the target's display name, as at issue time
 //	s:NAME  a string detail, i:NAME an integer, b:NAME a boolean ("1"),
-//	t:NAME  a time in Unix ms ("" for null)
+//	t:NAME  a time in Unix ms ("" for null); a NAME with dots nests:
+//	        i:before.consecutiveFailures is details.before.consecutiveFailures
 const entryVersion = "1"
+
+// outboxAction tells the actions the scripts write: the sign-in steps and
+// an admin's unlock (unlock.lua). Any other action in an outbox is refused.
+func outboxAction(a audit.Action) bool {
+	return audit.CategoryOf(a) == audit.Authentication || a == audit.UserTwoFactorUnlocked
+}
+
+// maxDetailDepth bounds a nested detail name.
+const maxDetailDepth = 3
 
 // eventHeader is what Go knows of an event before a script runs it.
 type eventHeader struct {
@@ -70,29 +78,6 @@ func newUID() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-// entry is one event Go writes itself (after a delivery); the scripts
-// write the same fields.
-type entry struct {
-	uid, action, hdr, targetName string
-	at                           time.Time
-	details                      []any // field name, value, ...
-}
-
-func (e entry) values() []any {
-	return append([]any{"v", entryVersion, "uid", e.uid, "at", e.at.UnixMilli(), "action", e.action,
-		"hdr", e.hdr, "tn", e.targetName}, e.details...)
-}
-
-// appendEvent adds e to the user's outbox: one XADD, atomic by itself.
-func (s *Service) appendEvent(ctx context.Context, k keys, e entry) error {
-	err := s.Redis.XAdd(ctx, &redis.XAddArgs{Stream: k.outbox(), Values: e.values()}).Err()
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	s.kick(k)
-	return nil
-}
-
 // kick tells the outbox mover that k's outbox has new entries.
 func (s *Service) kick(k keys) {
 	if s.Outbox != nil {
@@ -116,7 +101,7 @@ func DecodeOutboxEntry(key string, values map[string]any) (*audit.Event, error) 
 		return nil, errors.New("outbox entry: company and user are not the key's")
 	}
 	action := audit.Action(field("action"))
-	if audit.CategoryOf(action) != audit.Authentication {
+	if !outboxAction(action) {
 		return nil, fmt.Errorf("outbox entry: action %q", action)
 	}
 	at, err := strconv.ParseInt(field("at"), 10, 64)
@@ -151,28 +136,62 @@ func entryDetails(values map[string]any) (map[string]any, error) {
 		if !ok {
 			continue
 		}
-		v, _ := raw.(string)
-		switch kind {
-		case "s":
-			out[key] = v
-		case "b":
-			out[key] = v == "1"
-		case "i", "t":
-			if kind == "t" && v == "" {
-				out[key] = nil
-				continue
-			}
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("outbox entry: detail %s: %w", name, err)
-			}
-			out[key] = n
-			if kind == "t" {
-				out[key] = time.UnixMilli(n).UTC().Format(time.RFC3339)
-			}
-		default:
-			return nil, fmt.Errorf("outbox entry: detail %s of unknown kind", name)
+		s, _ := raw.(string)
+		v, err := detailValue(kind, s)
+		if err != nil {
+			return nil, fmt.Errorf("outbox entry: detail %s: %w", name, err)
+		}
+		if err := setDetail(out, key, v); err != nil {
+			return nil, fmt.Errorf("outbox entry: detail %s: %w", name, err)
 		}
 	}
 	return out, nil
+}
+
+// detailValue reads one detail of kind (s, b, i or t).
+func detailValue(kind, v string) (any, error) {
+	switch kind {
+	case "s":
+		return v, nil
+	case "b":
+		return v == "1", nil
+	case "i", "t":
+		if kind == "t" && v == "" {
+			return nil, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, err
+		}
+		if kind == "t" {
+			return time.UnixMilli(n).UTC().Format(time.RFC3339), nil
+		}
+		return n, nil
+	}
+	return nil, errors.New("unknown kind")
+}
+
+// setDetail sets out[a][b]... for the dotted name "a.b...".
+func setDetail(out map[string]any, name string, v any) error {
+	path := strings.Split(name, ".")
+	if len(path) > maxDetailDepth || slices.Contains(path, "") {
+		return errors.New("nested too deep, or an empty name")
+	}
+	for _, p := range path[:len(path)-1] {
+		next, ok := out[p].(map[string]any)
+		if !ok {
+			if _, taken := out[p]; taken {
+				return errors.New("both a value and a group")
+			}
+			next = map[string]any{}
+			out[p] = next
+		}
+		out = next
+	}
+	last := path[len(path)-1]
+	if _, taken := out[last]; taken {
+		return errors.New("both a value and a group")
+	}
+	out[last] = v
+	return nil
 }

@@ -51,15 +51,20 @@ func (s *State) Void(ctx context.Context, company, userID string) error {
 	if err != nil {
 		return fmt.Errorf("void codes: %w", err)
 	}
+	uid, err := newUID()
+	if err != nil {
+		return fmt.Errorf("void codes: %w", err)
+	}
 	all := apps.All()
-	ks := make([]string, 0, len(all)+len(ids))
+	ks := make([]string, 0, 1+len(all)+len(ids))
+	ks = append(ks, k.kept())
 	for _, app := range all {
 		ks = append(ks, k.login(app))
 	}
 	for _, id := range ids {
 		ks = append(ks, k.challenge(id))
 	}
-	if err := voidScript.Run(ctx, s.Redis, ks, len(all)).Err(); err != nil {
+	if err := voidScript.Run(ctx, s.Redis, ks, len(all), uid, keptReplyTTL.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("void codes: %w: %v", ErrUnavailable, err)
 	}
 	return nil
@@ -76,7 +81,7 @@ func (s *State) Forget(ctx context.Context, company, userID string) error {
 		return fmt.Errorf("forget user: %w", err)
 	}
 	// The outbox stays: the user's sign-in events still go to the log.
-	ks := []string{k.issued()}
+	ks := []string{k.issued(), k.kept()}
 	for _, app := range apps.All() {
 		ks = append(ks, k.login(app), k.lock(app), k.failures(app))
 	}

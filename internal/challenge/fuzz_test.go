@@ -15,7 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twofactor/service/internal/assertion"
-	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/challenge"
 	"github.com/twofactor/service/internal/delivery"
@@ -41,23 +40,6 @@ type fixedSettings struct{}
 
 func (fixedSettings) ForCompany(_ context.Context, company string) (settings.Settings, error) {
 	return settings.Settings{Company: company, DeliveryMethod: settings.SMSWithEmailBackup}, nil
-}
-
-type auditRows struct {
-	mu   sync.Mutex
-	rows []audit.Event
-}
-
-func (a *auditRows) Record(_ context.Context, e *audit.Event, apply func() error) error {
-	if apply != nil {
-		if err := apply(); err != nil {
-			return err
-		}
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.rows = append(a.rows, *e)
-	return nil
 }
 
 // harness is the challenge service on the test Redis with fakes around it.
@@ -96,7 +78,7 @@ func newService(t testing.TB, b testenv.Backends, u challenge.UserLookup, sender
 		t.Fatal(err)
 	}
 	svc, err := challenge.NewService(challenge.Deps{
-		Redis: b.Redis.UniversalClient, Users: u, Settings: fixedSettings{}, Audit: &auditRows{},
+		Redis: b.Redis.UniversalClient, Users: u, Settings: fixedSettings{},
 		Codes: codes, Signer: assertion.NewSigner("fuzz", key, now), SMS: sender, Email: sender, Now: now,
 	}, cfg)
 	if err != nil {

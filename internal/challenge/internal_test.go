@@ -39,7 +39,8 @@ func TestKeysShareOneHashTag(t *testing.T) {
 		if tag == "" {
 			t.Fatalf("%q/%q: no hash tag in %s", tc.company, tc.user, k.issued())
 		}
-		for _, key := range []string{k.login(apps.Web), k.lock(apps.Manager), k.issued(), k.challenge("x.w.dTE")} {
+		for _, key := range []string{k.login(apps.Web), k.lock(apps.Manager), k.issued(), k.challenge("x.w.dTE"),
+			k.failures(apps.Web), k.outbox(), k.kept()} {
 			if hashTag(key) != tag || strings.Count(key, "{") != 1 || strings.Count(key, "}") != 1 {
 				t.Errorf("key %s does not carry the user's hash tag %s alone", key, tag)
 			}
@@ -69,9 +70,9 @@ func tenantKeys(company, user string) []string {
 	k := keysFor(company, user)
 	var out []string
 	for _, app := range apps.All() {
-		out = append(out, k.login(app), k.lock(app))
+		out = append(out, k.login(app), k.lock(app), k.failures(app))
 	}
-	return append(out, k.issued(), k.challenge("AAAAAAAAAAAAAAAAAAAAAA.w.eA"), smsKey(company, 1))
+	return append(out, k.issued(), k.challenge("AAAAAAAAAAAAAAAAAAAAAA.w.eA"), k.outbox(), k.kept(), smsKey(company, 1))
 }
 
 // TestRedisKeyCollisionsAcrossTenantsProperty is issue 8, finding 6: keys were
@@ -110,9 +111,10 @@ func checkUnique(t *testing.T, seen map[string][2]string, company, user string) 
 	t.Helper()
 	pair := [2]string{company, user}
 	ok := true
-	for i, key := range tenantKeys(company, user) {
+	keys := tenantKeys(company, user)
+	for i, key := range keys {
 		prev, dup := seen[key]
-		sms := i == 6
+		sms := i == len(keys)-1
 		if dup && prev != pair && (!sms || prev[0] != company) {
 			t.Errorf("%q/%q and %q/%q share key %s", company, user, prev[0], prev[1], key)
 			ok = false

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/twofactor/service/internal/apps"
-	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/mask"
 	"github.com/twofactor/service/internal/settings"
@@ -100,21 +99,33 @@ func (s *Service) prepareIssue(ctx context.Context, c auth.Caller, r IssueReques
 	return issuing{caller: c, userID: userID, user: u, set: set, mode: mode, k: keysFor(c.Company, userID)}, nil
 }
 
-// runIssue runs issue.lua and reads its answer.
+// runIssue runs issue.lua, which stores the code and its CODE_SENT event
+// in one step, and reads its answer.
 func (s *Service) runIssue(ctx context.Context, in issuing, r IssueRequest, id, code string) (Challenge, error) {
 	k, u := in.k, in.user
-	now := s.Now()
+	uid, err := newUID()
+	if err != nil {
+		return Challenge{}, fmt.Errorf("issue challenge: %w", err)
+	}
 	res, err := issueScript.Run(ctx, s.Redis,
-		[]string{k.login(r.App), k.lock(r.App), k.issued(), k.challenge(id), k.failures(r.App)},
-		now.UnixMilli(), id, s.Codes.Hash(id, code), in.mode, string(r.Channel),
+		[]string{k.login(r.App), k.lock(r.App), k.issued(), k.challenge(id), k.failures(r.App), k.outbox()},
+		s.Now().UnixMilli(), id, s.Codes.Hash(id, code), in.mode, string(r.Channel),
 		s.cfg.CodeTTL.Milliseconds(), s.cfg.ResendCooldown.Milliseconds(), s.cfg.MaxCodesPerWindow,
 		s.cfg.LoginWindow.Milliseconds(), s.cfg.MaxFailedAttempts, mask.Phone(u.Phone), mask.Email(u.Email),
-		s.cfg.MaxConsecutiveFailures, u.DisplayName,
+		s.cfg.MaxConsecutiveFailures, u.DisplayName, uid, header(in.caller, in.userID, r.App),
 	).Slice()
 	if err != nil {
 		return Challenge{}, fmt.Errorf("issue challenge: %w: %v", ErrUnavailable, err)
 	}
 	rep := reply(res)
+	if rep.str(0) == "OK" {
+		s.kick(k)
+	}
+	return issueAnswer(in, r, id, rep)
+}
+
+// issueAnswer reads issue.lua's reply: a challenge or a refusal.
+func issueAnswer(in issuing, r IssueRequest, id string, rep reply) (Challenge, error) {
 	switch rep.str(0) {
 	case "OK":
 	case "LOCKED":
@@ -153,29 +164,24 @@ const (
 	reasonProvider      = "PROVIDER_ERROR"
 )
 
-// deliver sends the code and records the outcome in the user's outbox:
-// CODE_SENT, or CODE_DELIVERY_FAILED with the challenge killed and the
-// email fallback opened, like any unsuccessful attempt. If the outcome
+// deliver sends the code. CODE_SENT is in the outbox already (issue.lua);
+// a failed delivery adds CODE_DELIVERY_FAILED, with the challenge killed
+// and the email fallback opened, like any unsuccessful attempt. If that
 // cannot be recorded, the client gets an error rather than an answer
 // whose event could be lost.
 func (s *Service) deliver(ctx context.Context, in issuing, ch Challenge, to, code string) error {
 	refusal, reason := s.send(ctx, in.caller.Company, ch, to, code)
+	if refusal == nil {
+		return nil
+	}
 	uid, err := newUID()
 	if err != nil {
 		return fmt.Errorf("issue challenge: %w", err)
 	}
-	hdr := header(in.caller, in.userID, ch.App)
-	if refusal == nil {
-		err := s.appendEvent(ctx, in.k, entry{uid: uid, action: string(audit.CodeSent), hdr: hdr,
-			targetName: in.user.DisplayName, at: s.Now(),
-			details: []any{"s:challengeId", ch.ID, "s:channel", string(ch.Channel), "s:destination", ch.Destination}})
-		if err != nil {
-			return fmt.Errorf("issue challenge: record the sent code: %w", err)
-		}
-		return nil
-	}
-	err = failedScript.Run(ctx, s.Redis, []string{in.k.challenge(ch.ID), in.k.login(ch.App), in.k.outbox()},
-		ch.ID, uid, s.Now().UnixMilli(), hdr, in.user.DisplayName, string(ch.Channel), reason).Err()
+	err = failedScript.Run(ctx, s.Redis,
+		[]string{in.k.challenge(ch.ID), in.k.login(ch.App), in.k.outbox()},
+		ch.ID, uid, s.Now().UnixMilli(), header(in.caller, in.userID, ch.App), in.user.DisplayName,
+		string(ch.Channel), reason).Err()
 	if err != nil {
 		return fmt.Errorf("issue challenge: mark delivery failure: %w: %v", ErrUnavailable, err)
 	}

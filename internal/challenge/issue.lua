@@ -1,15 +1,27 @@
 -- Issue a code: check the lock, the login window, the resend cooldown and
--- the per-user rate, pick the channel, store the code's hash. Atomic, so
--- concurrent issues cannot slip past any limit.
+-- the per-user rate, pick the channel, store the code's hash, and append
+-- CODE_SENT (a code was issued and handed to delivery) to the user's
+-- outbox. Atomic, so concurrent issues cannot slip past any limit, and a
+-- code never exists without its event.
 --
 -- KEYS: 1 login hash, 2 lock, 3 issued zset, 4 challenge hash,
---       5 consecutive failures
+--       5 consecutive failures, 6 outbox stream
 -- ARGV: 1 now ms, 2 challenge id, 3 code hmac, 4 mode (E|S|SE),
 --       5 requested channel ("" | SMS | EMAIL), 6 code ttl ms,
 --       7 cooldown ms, 8 max codes per window, 9 login window ms,
 --       10 max failures, 11 sms destination, 12 email destination,
 --       13 max consecutive failures, 14 the user's display name (kept
---       for the events of this code)
+--       for the events of this code), 15 event uid (the request's id),
+--       16 event header (JSON)
+--
+-- A call retried with the same uid (go-redis resends a command whose
+-- reply was lost) gets the first call's reply, kept in the new challenge's
+-- hash (field rp:<uid>). A refusal needs no keeping: the writes before it
+-- give the same state when run again.
+local keptField = 'rp:' .. ARGV[15]
+local kept = redis.call('HGET', KEYS[4], keptField)
+if kept then return cjson.decode(kept) end
+
 local now = tonumber(ARGV[1])
 local mode, requested = ARGV[4], ARGV[5]
 local ttl, cooldown = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -73,6 +85,8 @@ redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'curexp', expires, 'last', now)
 redis.call('PEXPIRE', KEYS[1], start + window - now + ttl)
 redis.call('ZADD', KEYS[3], now, ARGV[2])
 redis.call('PEXPIRE', KEYS[3], window + ttl)
+redis.call('XADD', KEYS[6], '*', 'v', '1', 'uid', ARGV[15], 'at', ARGV[1], 'action', 'CODE_SENT',
+  'hdr', ARGV[16], 'tn', ARGV[14], 's:challengeId', ARGV[2], 's:channel', channel, 's:destination', dest)
 
 -- Wrong codes count across logins and locks until a right one: the tries
 -- left are those before the next lock.
@@ -80,4 +94,7 @@ local failures = tonumber(redis.call('GET', KEYS[5]) or '0')
 local remaining = math.min(maxFailures - failures % maxFailures, maxConsec - failures)
 local email = '0'
 if emailOK then email = '1' end
-return {'OK', channel, expires, now + cooldown, math.max(remaining, 0), email}
+local reply = {'OK', channel, string.format('%d', expires), string.format('%d', now + cooldown),
+  string.format('%d', math.max(remaining, 0)), email}
+redis.call('HSET', KEYS[4], keptField, cjson.encode(reply))
+return reply

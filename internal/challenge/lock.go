@@ -2,14 +2,10 @@ package challenge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/twofactor/service/internal/apps"
-	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/users"
 	"github.com/twofactor/service/internal/validation"
@@ -83,8 +79,12 @@ func (s *Service) Locks(ctx context.Context, company, userID string) (map[apps.A
 }
 
 // Unlock lifts a user's lock for app, forgets the consecutive wrong codes
-// and starts a fresh login. Admin only. A user with neither a lock nor a
-// wrong code to forget is left alone, and nothing is recorded.
+// and starts a fresh login. Admin only. One script reads and clears the
+// keys and appends USER_TWO_FACTOR_UNLOCKED to the user's outbox in the
+// same step (unlock.lua): a lock set meanwhile is never lifted
+// unrecorded, and the row reaches the log through the outbox mover like
+// the sign-in events. A user with neither a lock nor a wrong code to
+// forget is left alone, and nothing is recorded.
 func (s *Service) Unlock(ctx context.Context, c auth.Caller, userID string, app apps.App) (users.User, error) {
 	if err := c.Require(auth.RoleAdmin); err != nil {
 		return users.User{}, fmt.Errorf("unlock: %w", err)
@@ -98,56 +98,22 @@ func (s *Service) Unlock(ctx context.Context, c auth.Caller, userID string, app 
 	if err != nil {
 		return users.User{}, fmt.Errorf("unlock: %w", err)
 	}
-	k := keysFor(c.Company, userID)
-	change, err := s.lockChange(ctx, k, app)
-	if err != nil || change == nil {
-		return u, err
-	}
-	e := &audit.Event{
-		Company: c.Company,
-		Action:  audit.UserTwoFactorUnlocked,
-		Actor:   audit.ActorOf(c),
-		Target:  &audit.Party{ID: u.ID, Name: u.DisplayName},
-		App:     string(app),
-		Details: audit.Details(change),
-	}
-	// The lock goes inside the audit transaction: if Redis fails, no row.
-	err = s.Audit.Record(ctx, e, func() error {
-		return s.Redis.Del(ctx, k.lock(app), k.login(app), k.failures(app)).Err()
-	})
+	uid, err := newUID()
 	if err != nil {
 		return users.User{}, fmt.Errorf("unlock: %w", err)
 	}
+	k := keysFor(c.Company, userID)
+	res, err := unlockScript.Run(ctx, s.Redis,
+		[]string{k.lock(app), k.login(app), k.failures(app), k.outbox(), k.kept()},
+		s.Now().UnixMilli(), uid, header(c, userID, app), u.DisplayName, lockForever, keptReplyTTL.Milliseconds(),
+	).Slice()
+	if err != nil {
+		return users.User{}, fmt.Errorf("unlock: %w: %v", ErrUnavailable, err)
+	}
+	if reply(res).str(0) == "UNLOCKED" {
+		s.kick(k)
+	}
 	return u, nil
-}
-
-// lockChange is what an unlock of app would change: nil for nothing.
-func (s *Service) lockChange(ctx context.Context, k keys, app apps.App) (*audit.Change, error) {
-	pipe := s.Redis.Pipeline()
-	lockCmd := pipe.Get(ctx, k.lock(app))
-	failCmd := pipe.Get(ctx, k.failures(app))
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("unlock: %w: %v", ErrUnavailable, err)
-	}
-	ms, failures := num(lockCmd.Val()), num(failCmd.Val())
-	locked := ms > s.Now().UnixMilli()
-	if !locked && failures == 0 {
-		return nil, nil
-	}
-	change := &audit.Change{Before: map[string]any{}, After: map[string]any{}}
-	if locked {
-		until, forever := lockEnd(ms)
-		change.Before["lockedUntil"], change.After["lockedUntil"] = until.Format(time.RFC3339), nil
-		if forever { // lockedUntil was null and stays null
-			delete(change.Before, "lockedUntil")
-			delete(change.After, "lockedUntil")
-			change.Before["lockedIndefinitely"], change.After["lockedIndefinitely"] = true, false
-		}
-	}
-	if failures > 0 {
-		change.Before["consecutiveFailures"], change.After["consecutiveFailures"] = failures, 0
-	}
-	return change, nil
 }
 
 // IndefiniteLocks tells, per app, whether the user's 2FA is locked until an

@@ -4,7 +4,9 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -23,7 +25,21 @@ var (
 	//go:embed failed.lua
 	failedLua    string
 	failedScript = redis.NewScript(failedLua)
+
+	//go:embed unlock.lua
+	unlockLua    string
+	unlockScript = redis.NewScript(unlockLua)
 )
+
+// Every script that changes state keeps its reply under the request's
+// uid: go-redis sends a command again when the connection drops after
+// Redis ran it, and the second run then answers with the first one's
+// reply instead of counting a wrong code twice or calling a right one
+// ALREADY_USED. Issue, verify and a failed delivery keep it in the
+// challenge's hash (it lives as long as the code); unlock and void, which
+// have no challenge, in the user's kept hash for keptReplyTTL. Retries
+// come within one request's timeouts, far under that.
+const keptReplyTTL = time.Minute
 
 // keys names one user's Redis keys. They share the hash tag
 // {c:<company>:u:<user>}, so every script runs in one Redis Cluster slot.
@@ -48,6 +64,10 @@ func (k keys) login(app apps.App) string  { return k.tag + ":" + app.Key() + ":l
 func (k keys) lock(app apps.App) string   { return k.tag + ":" + app.Key() + ":lock" }
 func (k keys) issued() string             { return k.tag + ":issued" }
 func (k keys) challenge(id string) string { return k.tag + ":ch:" + id }
+
+// kept is the user's hash of recent unlock and void replies, by request
+// uid, for a retried call.
+func (k keys) kept() string { return k.tag + ":kept" }
 
 // failures counts the app's consecutive wrong codes. It is not part of the
 // login hash, which a lock deletes: only a right code or an unlock resets
@@ -115,10 +135,17 @@ func (r reply) str(i int) string {
 	return s
 }
 
+// int reads an integer, sent as one or, in a kept reply, as a string.
 func (r reply) int(i int) int64 {
 	if i >= len(r) {
 		return 0
 	}
-	n, _ := r[i].(int64)
-	return n
+	switch v := r[i].(type) {
+	case int64:
+		return v
+	case string:
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	}
+	return 0
 }

@@ -9,14 +9,32 @@
 -- ARGV: 1 now ms, 2 challenge id, 3 code hmac, 4 max failures,
 --       5 lock duration ms, 6 login window ms, 7 max lock duration ms,
 --       8 max consecutive failures, 9 the lock value that means "until an
---       admin unlocks", 10 event uid, 11 event header (JSON)
+--       admin unlocks", 10 event uid (the request's id), 11 event header
+--       (JSON)
 --
 -- Reply: {status, attempts remaining, locked until, events appended, channel}
+--
+-- A call retried with the same uid (go-redis resends a command whose reply
+-- was lost, after Redis ran it) gets the first call's reply: one wrong
+-- code counts once, and a right code stays APPROVED. The reply is kept in
+-- the challenge's hash (field rp:<uid>), which lives as long as the code.
+-- Replies that changed nothing are not kept: running them again gives the
+-- same answer.
+local keptField = 'rp:' .. ARGV[10]
+local ch = redis.call('HMGET', KEYS[1], 'st', 'h', 'exp', 'ch', 'tn', keptField)
+if ch[6] then return cjson.decode(ch[6]) end
+local function keep(reply)
+  for i, v in ipairs(reply) do
+    if type(v) == 'number' then reply[i] = string.format('%d', v) end
+  end
+  redis.call('HSET', KEYS[1], keptField, cjson.encode(reply))
+  return reply
+end
+
 local now, id, given = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local maxFailures, lockFor, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local maxLockFor, maxConsec, forever = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 
-local ch = redis.call('HMGET', KEYS[1], 'st', 'h', 'exp', 'ch', 'tn')
 local status, stored, expires = ch[1], ch[2], tonumber(ch[3] or '0')
 local channel, targetName = ch[4] or '', ch[5] or ''
 if not status then return {'NOT_FOUND', 0, 0, 0, ''} end
@@ -48,19 +66,19 @@ local login = redis.call('HMGET', KEYS[2], 'cur', 'start')
 if login[1] ~= id then
   void()
   event(ARGV[10], 'CODE_EXPIRED', 's:reason', 'superseded')
-  return {'EXPIRED', remaining(), 0, 1, channel}
+  return keep({'EXPIRED', remaining(), 0, 1, channel})
 end
 if now - tonumber(login[2] or '0') >= window then
   void()
   event(ARGV[10], 'CODE_EXPIRED', 's:reason', 'expired')
-  return {'EXPIRED', remaining(), 0, 1, channel}
+  return keep({'EXPIRED', remaining(), 0, 1, channel})
 end
 if now >= expires then
   -- Expiry is unsuccessful (email becomes available) but not a wrong code.
   void()
   redis.call('HSET', KEYS[2], 'email', 1, 'last', 0)
   event(ARGV[10], 'CODE_EXPIRED', 's:reason', 'expired')
-  return {'EXPIRED', remaining(), 0, 1, channel}
+  return keep({'EXPIRED', remaining(), 0, 1, channel})
 end
 
 -- Compare every byte: no early exit on the first difference.
@@ -76,7 +94,7 @@ if diff == 0 then
   redis.call('HDEL', KEYS[1], 'h')
   redis.call('DEL', KEYS[2], KEYS[4])
   event(ARGV[10], 'CODE_VERIFIED')
-  return {'APPROVED', left, 0, 1, channel}
+  return keep({'APPROVED', left, 0, 1, channel})
 end
 
 failures = redis.call('INCR', KEYS[4])
@@ -86,7 +104,7 @@ event(ARGV[10], 'CODE_REJECTED', 'i:attempt', (failures - 1) % maxFailures + 1,
 
 local indefinite = failures >= maxConsec
 if not indefinite and failures % maxFailures ~= 0 then
-  return {'REJECTED', remaining(), 0, 1, channel}
+  return keep({'REJECTED', remaining(), 0, 1, channel})
 end
 -- The n-th lock lasts lockFor * 2^(n-1), at most maxLockFor; after
 -- maxConsec wrong codes only an admin unlocks.
@@ -112,4 +130,4 @@ local flag = '0'
 if indefinite then flag = '1' end
 event(ARGV[10] .. '.lock', 'FAILED_ATTEMPTS_LIMIT_REACHED', 'i:failedAttempts', failures,
   't:lockedUntil', untilMs, 'b:lockedIndefinitely', flag)
-return {'LOCKED', 0, lockedUntil, 2, channel}
+return keep({'LOCKED', 0, lockedUntil, 2, channel})

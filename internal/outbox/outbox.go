@@ -5,6 +5,10 @@
 // stores each event uid once), and only then deletes them from Redis. An
 // outbox left behind (an instance killed after answering, a database that
 // was down) is found by the sweeper, which every instance runs.
+//
+// Companies fail alone: a company whose events the database refuses keeps
+// them in Redis and is retried with its own backoff (and logged now and
+// then), while every other company's events keep moving.
 package outbox
 
 import (
@@ -26,9 +30,10 @@ import (
 // leaves the entry in place (a newer instance may read it) and is logged.
 type Decoder func(key string, values map[string]any) (*audit.Event, error)
 
-// Appender stores events at most once each.
+// Appender stores events at most once each, company by company: the
+// result names the companies whose events are stored (audit.Log).
 type Appender interface {
-	AppendOnce(ctx context.Context, events []*audit.Event) (int, error)
+	AppendOnce(ctx context.Context, events []*audit.Event) (audit.AppendResult, error)
 }
 
 // Options tune a Mover. Zero fields take the defaults.
@@ -44,16 +49,21 @@ type Options struct {
 	Batch int
 	// KeysPerMove is the most keys moved in one database call (default 64).
 	KeysPerMove int
-	// MaxPending bounds the keys waiting to be moved (default 10,000);
-	// a key kicked beyond it waits for the sweeper.
+	// MaxPending bounds the keys waiting to be moved (default 10,000),
+	// and the failing companies tracked; a key beyond it waits for the
+	// sweeper.
 	MaxPending int
 	// MinBackoff and MaxBackoff bound the wait between failed moves
-	// (defaults 100ms and 30s): the database may be down for a while.
+	// (defaults 100ms and 30s): the database may be down for a while, or
+	// refuse one company's events. Each failing company waits on its own.
 	MinBackoff, MaxBackoff time.Duration
 	// Manual starts no goroutine: Kick does nothing, and only Move and
 	// Sweep move events. For benchmarks and for tests that play an
 	// instance that dies before moving.
 	Manual bool
+	// Now is the clock of the per-company backoff and its log (nil: the
+	// wall clock), for tests.
+	Now func() time.Time
 }
 
 func (o Options) withDefaults() Options {
@@ -63,6 +73,9 @@ func (o Options) withDefaults() Options {
 	o.MaxPending = cmp.Or(o.MaxPending, 10000)
 	o.MinBackoff = cmp.Or(o.MinBackoff, 100*time.Millisecond)
 	o.MaxBackoff = max(cmp.Or(o.MaxBackoff, 30*time.Second), o.MinBackoff)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	return o
 }
 
@@ -73,6 +86,7 @@ type Mover struct {
 	sink   Appender
 	logger *slog.Logger
 	o      Options
+	fails  *failing
 
 	mu      sync.Mutex
 	pending map[string]struct{}
@@ -90,8 +104,9 @@ func New(rdb redis.UniversalClient, decode Decoder, sink Appender, logger *slog.
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	o = o.withDefaults()
 	ctx, stop := context.WithCancel(context.Background())
-	m := &Mover{rdb: rdb, decode: decode, sink: sink, logger: logger, o: o.withDefaults(),
+	m := &Mover{rdb: rdb, decode: decode, sink: sink, logger: logger, o: o, fails: newFailing(o, logger),
 		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), ctx: ctx, stop: stop}
 	if m.o.Manual {
 		return m
@@ -105,9 +120,10 @@ func New(rdb redis.UniversalClient, decode Decoder, sink Appender, logger *slog.
 	return m
 }
 
-// Kick asks for key to be moved soon. It never blocks.
+// Kick asks for key to be moved soon. It never blocks. A key whose
+// company is failing waits for the company's backoff instead.
 func (m *Mover) Kick(key string) {
-	if m.o.Manual || m.ctx.Err() != nil {
+	if m.o.Manual || m.ctx.Err() != nil || m.fails.isParked(key) {
 		return
 	}
 	m.mu.Lock()
@@ -145,7 +161,8 @@ func (m *Mover) take(n int) []string {
 	return keys
 }
 
-// work moves kicked keys, backing off while moves fail.
+// work moves kicked keys, backing off while Redis fails, and takes back
+// the keys of failing companies when their backoff is over.
 func (m *Mover) work() {
 	defer m.done.Done()
 	backoff := time.Duration(0)
@@ -153,30 +170,57 @@ func (m *Mover) work() {
 		if backoff > 0 && !m.sleep(backoff) {
 			return
 		}
+		next := m.requeueDue()
 		keys := m.take(m.o.KeysPerMove)
 		if len(keys) == 0 {
-			select {
-			case <-m.ctx.Done():
+			if !m.idle(next) {
 				return
-			case <-m.wake:
-				continue
 			}
+			continue
 		}
-		more, err := m.moveOnce(m.ctx, keys)
+		res, err := m.move(m.ctx, keys)
 		if err != nil {
 			if m.ctx.Err() != nil {
 				return
 			}
 			backoff = nextBackoff(backoff, m.o)
 			m.logger.Warn("move audit events from the outbox; retrying", "keys", len(keys), "retry_in", backoff, "err", err)
-			more = keys
+			res.more = keys // a failing company's keys stay parked (Kick)
 		} else {
 			backoff = 0
 		}
-		for _, k := range more {
+		for _, k := range res.more {
 			m.Kick(k)
 		}
 	}
+}
+
+// requeueDue kicks the keys of failing companies whose wait is over and
+// tells when the next wait ends.
+func (m *Mover) requeueDue() time.Time {
+	keys, next := m.fails.due()
+	for _, k := range keys {
+		m.Kick(k)
+	}
+	return next
+}
+
+// idle waits for a kick, or for a failing company's wait to end at next
+// (zero: none); it reports whether to go on.
+func (m *Mover) idle(next time.Time) bool {
+	var timer <-chan time.Time
+	if !next.IsZero() {
+		t := time.NewTimer(max(next.Sub(m.o.Now()), time.Millisecond))
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-m.ctx.Done():
+		return false
+	case <-m.wake:
+	case <-timer:
+	}
+	return true
 }
 
 func nextBackoff(d time.Duration, o Options) time.Duration {
@@ -199,44 +243,68 @@ func (m *Mover) sleep(d time.Duration) bool {
 }
 
 // Move moves every entry of keys now, in batches, and returns how many
-// events were stored (an event stored before is not counted).
+// events were stored (an event stored before is not counted). A batch or
+// a company that fails does not stop the rest; the error joins the
+// failures (a *audit.CompanyError per company refused).
 func (m *Mover) Move(ctx context.Context, keys ...string) (int, error) {
+	n, errs := m.moveAll(ctx, keys, false)
+	return n, errs.err()
+}
+
+// moveAll is Move; skipParked leaves out the keys of companies waiting
+// for their backoff (the worker retries those).
+func (m *Mover) moveAll(ctx context.Context, keys []string, skipParked bool) (int, *errorSet) {
+	errs := &errorSet{}
 	total := 0
-	for len(keys) > 0 {
-		chunk := keys[:min(len(keys), m.o.KeysPerMove)]
-		keys = keys[len(chunk):]
+	for len(keys) > 0 && ctx.Err() == nil {
+		chunk := m.nextChunk(&keys, skipParked)
 		for len(chunk) > 0 {
-			n, more, err := m.move(ctx, chunk)
-			total += n
-			if err != nil {
-				return total, err
+			res, err := m.move(ctx, chunk)
+			total += res.stored
+			for company, f := range res.failed {
+				errs.addCompany(&audit.CompanyError{Company: company, Err: f.err})
 			}
-			chunk = more
+			if err != nil {
+				errs.addInfra(err) // go on with the next chunk
+				break
+			}
+			chunk = res.more
 		}
 	}
-	return total, nil
+	if err := ctx.Err(); err != nil {
+		errs.addInfra(err)
+	}
+	return total, errs
 }
 
-// moveOnce is one batch of move, for the worker.
-func (m *Mover) moveOnce(ctx context.Context, keys []string) (more []string, err error) {
-	_, more, err = m.move(ctx, keys)
-	return more, err
+// nextChunk takes up to KeysPerMove keys off the front of keys.
+func (m *Mover) nextChunk(keys *[]string, skipParked bool) []string {
+	chunk := make([]string, 0, min(len(*keys), m.o.KeysPerMove))
+	for len(*keys) > 0 && len(chunk) < m.o.KeysPerMove {
+		k := (*keys)[0]
+		*keys = (*keys)[1:]
+		if !skipParked || !m.fails.isParked(k) {
+			chunk = append(chunk, k)
+		}
+	}
+	return chunk
 }
 
-// sweepLoop sweeps at start and then every SweepEvery; a sweep that fails
-// is tried again sooner, with backoff.
+// sweepLoop sweeps at start and then every SweepEvery; a sweep that Redis
+// failed is tried again sooner, with backoff. Failing companies are the
+// worker's to retry and log: the sweep leaves their keys alone.
 func (m *Mover) sweepLoop() {
 	defer m.done.Done()
 	backoff := time.Duration(0)
 	for {
 		next := m.o.SweepEvery
-		if _, err := m.Sweep(m.ctx); err != nil {
+		if _, errs := m.sweep(m.ctx, true); errs.infraErr() != nil {
 			if m.ctx.Err() != nil {
 				return
 			}
 			backoff = nextBackoff(backoff, m.o)
 			next = min(backoff, m.o.SweepEvery)
-			m.logger.Warn("sweep the audit outboxes; retrying", "retry_in", next, "err", err)
+			m.logger.Warn("sweep the audit outboxes; retrying", "retry_in", next, "err", errs.infraErr())
 		} else {
 			backoff = 0
 		}
@@ -247,51 +315,61 @@ func (m *Mover) sweepLoop() {
 }
 
 // Sweep finds every outbox key that matches Options.Match, on every master
-// of a Redis Cluster, and moves it. It returns how many events it stored.
+// of a Redis Cluster, and moves it. It returns how many events it stored;
+// like Move, it goes on past a failure and the error joins them.
 func (m *Mover) Sweep(ctx context.Context) (int, error) {
 	if m.o.Match == "" {
 		return 0, errors.New("sweep: no Match pattern")
 	}
+	n, errs := m.sweep(ctx, false)
+	if err := errs.err(); err != nil {
+		return n, fmt.Errorf("sweep: %w", err)
+	}
+	return n, nil
+}
+
+func (m *Mover) sweep(ctx context.Context, skipParked bool) (int, *errorSet) {
 	var (
 		mu    sync.Mutex
 		total int
+		errs  = &errorSet{}
 	)
 	scan := func(ctx context.Context, node redis.UniversalClient) error {
-		n, err := m.sweepNode(ctx, node)
+		n, nodeErrs := m.sweepNode(ctx, node, skipParked)
 		mu.Lock()
+		defer mu.Unlock()
 		total += n
-		mu.Unlock()
-		return err
+		errs.merge(nodeErrs)
+		return nil
 	}
-	var err error
 	if cc, ok := m.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+		if err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) }); err != nil {
+			errs.addInfra(err)
+		}
 	} else {
-		err = scan(ctx, m.rdb)
+		_ = scan(ctx, m.rdb)
 	}
-	if err != nil {
-		return total, fmt.Errorf("sweep: %w", err)
-	}
-	return total, nil
+	return total, errs
 }
 
 // sweepNode scans one node page by page, moving each page's keys before
-// reading the next: memory stays bounded by a page.
-func (m *Mover) sweepNode(ctx context.Context, node redis.UniversalClient) (int, error) {
+// reading the next: memory stays bounded by a page. A page that fails to
+// move does not stop the scan.
+func (m *Mover) sweepNode(ctx context.Context, node redis.UniversalClient, skipParked bool) (int, *errorSet) {
+	errs := &errorSet{}
 	total := 0
 	var cursor uint64
 	for {
 		keys, next, err := node.Scan(ctx, cursor, m.o.Match, 500).Result()
 		if err != nil {
-			return total, err
+			errs.addInfra(err)
+			return total, errs
 		}
-		n, err := m.Move(ctx, keys...)
+		n, pageErrs := m.moveAll(ctx, keys, skipParked)
 		total += n
-		if err != nil {
-			return total, err
-		}
-		if cursor = next; cursor == 0 {
-			return total, nil
+		errs.merge(pageErrs)
+		if cursor = next; cursor == 0 || ctx.Err() != nil {
+			return total, errs
 		}
 	}
 }

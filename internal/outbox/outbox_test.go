@@ -92,15 +92,16 @@ type flaky struct {
 	failBeforeStore atomic.Int64
 }
 
-func (f *flaky) AppendOnce(ctx context.Context, events []*audit.Event) (int, error) {
+func (f *flaky) AppendOnce(ctx context.Context, events []*audit.Event) (audit.AppendResult, error) {
 	if f.failBeforeStore.Add(-1) >= 0 {
-		return 0, errors.New("database down")
+		return audit.AppendResult{}, errors.New("database down")
 	}
-	n, err := f.next.AppendOnce(ctx, events)
+	res, err := f.next.AppendOnce(ctx, events)
 	if err == nil && f.storeThenFail.Add(-1) >= 0 {
-		return n, errors.New("connection lost after the commit")
+		// The caller cannot tell what was committed.
+		return audit.AppendResult{}, errors.New("connection lost after the commit")
 	}
-	return n, err
+	return res, err
 }
 
 // TestMoveIsIdempotent: a move that stored the events but failed before
