@@ -371,13 +371,17 @@ func (h *Hub) subscribe(ch string) error {
 	}
 	h.waiters[ch] = append(h.waiters[ch], wait)
 	ps := h.pss[h.shardKey(ch)]
-	if ps == nil {
+	fresh := ps == nil
+	if fresh {
 		ps = h.openLocked(ch)
 	}
 	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 	defer cancel()
 	err := h.joinChannel(ctx, ps, ch)
+	if fresh && h.sharded {
+		h.startReceive(ps)
+	}
 	if err == nil {
 		select {
 		case <-wait:
@@ -408,9 +412,18 @@ func (h *Hub) openLocked(ch string) *redis.PubSub {
 		ps = h.rdb.Subscribe(h.ctx)
 	}
 	h.pss[h.shardKey(ch)] = ps
+	if !h.sharded {
+		h.startReceive(ps)
+	}
+	return ps
+}
+
+// startReceive reads ps until it closes. A Cluster subscription is read
+// only once SSUBSCRIBE has connected it: a Receive before that would
+// connect to a random node, which refuses the channel with MOVED.
+func (h *Hub) startReceive(ps *redis.PubSub) {
 	h.wg.Add(1)
 	go h.receive(ps)
-	return ps
 }
 
 func (h *Hub) joinChannel(ctx context.Context, ps *redis.PubSub, ch string) error {
@@ -499,6 +512,7 @@ func (h *Hub) resubscribe(old *redis.PubSub, ch string) {
 	if err := ps.SSubscribe(ctx, ch); err != nil && h.ctx.Err() == nil {
 		h.log.Warn("subscribe to moved audit feed channel", "channel", ch, "err", err)
 	}
+	h.startReceive(ps)
 	h.pokeAll()
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -299,4 +300,32 @@ func startEmbedded() (*Redis, error) {
 		Dialer:   func(context.Context, string, string) (net.Conn, error) { return mr.Dial() },
 	})
 	return &Redis{UniversalClient: c, embedded: mr}, nil
+}
+
+// ScanAll lists the keys matching pattern on every master: on a Cluster,
+// SCAN walks one node only. For tools and tests; it is O(keys).
+func (r *Redis) ScanAll(ctx context.Context, pattern string) ([]string, error) {
+	var (
+		mu  sync.Mutex
+		out []string
+	)
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		iter := c.Scan(ctx, 0, pattern, 500).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			out = append(out, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	if cc, ok := r.UniversalClient.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, r.UniversalClient)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("scan redis: %w", err)
+	}
+	return out, nil
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"crypto/tls"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/twofactor/service/internal/store"
+	"github.com/twofactor/service/internal/testenv"
 )
 
 // want is what a REDIS_URL must turn into, whatever the client type.
@@ -140,5 +142,32 @@ func TestRedisCAFile(t *testing.T) {
 				t.Errorf("CA file %s: %v, want an error naming REDIS_CA_FILE", name, err)
 			}
 		})
+	}
+}
+
+// TestScanAll finds keys on every node; on a Cluster (TEST_REDIS_URL)
+// the keys spread over the masters by their hash tags.
+func TestScanAll(t *testing.T) {
+	r := testenv.Open(t).Redis
+	prefix := "scanall:" + testenv.Company(t)
+	want := map[string]bool{}
+	for i := range 50 {
+		k := fmt.Sprintf("%s:{%d}", prefix, i)
+		want[k] = true
+		if err := r.Set(t.Context(), k, "1", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := r.ScanAll(t.Context(), prefix+":*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("ScanAll found %d keys, want %d", len(got), len(want))
+	}
+	for _, k := range got {
+		if !want[k] {
+			t.Errorf("ScanAll found %q, not written", k)
+		}
 	}
 }

@@ -78,6 +78,25 @@ func Open(t testing.TB) Backends {
 	return b
 }
 
+// EmptyDatabaseURL returns the URL of a fresh PostgreSQL schema (or
+// database, under TEST_DATABASE_ISOLATION=database) with no tables, for
+// tests that migrate step by step; it is dropped when the test ends. It
+// is empty when TEST_DATABASE_URL is. Build URLs with it rather than
+// setting search_path: PgBouncer refuses that startup parameter.
+func EmptyDatabaseURL(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if os.Getenv("TEST_DATABASE_ISOLATION") == "database" {
+		return freshDatabase(t, ctx, base)
+	}
+	return freshSchema(t, ctx, base)
+}
+
 // freshSchema creates a schema that is dropped after the test, and returns
 // base with its search_path pointing there.
 func freshSchema(t testing.TB, ctx context.Context, base string) string {
