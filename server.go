@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/assertion"
 	"github.com/twofactor/service/internal/audit"
@@ -66,6 +68,7 @@ type config struct {
 	DevLogDelivery   bool
 	DemoPages        bool
 	AuditRetention   time.Duration // AUDIT_RETENTION_AUTHENTICATION; 0 keeps sign-in rows
+	MigrateTimeout   time.Duration // MIGRATE_TIMEOUT: how long startup migrations may take
 
 	TwilioAccountSID, TwilioAuthToken, TwilioFrom, TwilioBaseURL string
 	SMSWebhookURL, SMSWebhookSecret                              string
@@ -97,6 +100,7 @@ func loadConfig() (config, error) {
 	c.readAuth(&p)
 	c.readChallenge(&p)
 	c.DemoPages = p.bool("DEMO_PAGES")
+	c.MigrateTimeout = p.duration("MIGRATE_TIMEOUT", defaultMigrateTimeout)
 	if d, err := audit.ParseRetention(os.Getenv("AUDIT_RETENTION_AUTHENTICATION")); err != nil {
 		p.errs = append(p.errs, fmt.Errorf("AUDIT_RETENTION_AUTHENTICATION: %w", err))
 	} else {
@@ -587,7 +591,7 @@ func build(ctx context.Context, cfg config, logger *slog.Logger) (a *app.App, to
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	db, err := store.OpenDB(startCtx, cfg.DatabaseURL, cfg.DataDir)
+	db, err := openMigrated(ctx, startCtx, cfg)
 	if err != nil {
 		return nil, nil, closeBackends, err
 	}
@@ -616,6 +620,29 @@ func build(ctx context.Context, cfg config, logger *slog.Logger) (a *app.App, to
 	opts.LoopbackHostsOnly = cfg.embedded() && httpapi.LoopbackHost(cfg.ListenAddr)
 	a, err = app.New(opts)
 	return a, tokens, closeBackends, err
+}
+
+// defaultMigrateTimeout is MIGRATE_TIMEOUT's default. Migration 0004
+// hashes every audit row: 1,000,000 rows took 85 s on PostgreSQL, far
+// past the 30 s that connecting gets.
+const defaultMigrateTimeout = 10 * time.Minute
+
+// openMigrated opens and migrates the database: PostgreSQL must answer
+// within startCtx, and the migrations then get MIGRATE_TIMEOUT of their
+// own, so an unreachable database still fails fast.
+func openMigrated(ctx, startCtx context.Context, cfg config) (*gorm.DB, error) {
+	if !cfg.embedded() {
+		probe, err := store.OpenPostgres(startCtx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, err
+		}
+		if sqlDB, err := probe.DB(); err == nil {
+			sqlDB.Close()
+		}
+	}
+	migrateCtx, cancel := context.WithTimeout(ctx, cfg.MigrateTimeout)
+	defer cancel()
+	return store.OpenDB(migrateCtx, cfg.DatabaseURL, cfg.DataDir)
 }
 
 // banner tells the person at the terminal where to go, with a demo admin
