@@ -100,10 +100,19 @@ type Change struct {
 // ActorOf snapshots the caller making a change.
 func ActorOf(c auth.Caller) Party { return Party{ID: c.UserID, Name: c.Name, Role: c.Role} }
 
-// Notifier tells live subscribers, on every instance, that a company's log
-// grew. It is called only after the row's transaction has committed.
+// Notice says that a company's log grew to ID, and whether the company's
+// own settings changed with it (instances that keep settings in memory
+// then reload them).
+type Notice struct {
+	Company         string
+	ID              int64
+	SettingsChanged bool
+}
+
+// Notifier tells every instance about a Notice. It is called only after
+// the rows' transaction has committed.
 type Notifier interface {
-	Notify(ctx context.Context, company string, id int64) error
+	Notify(ctx context.Context, n Notice) error
 }
 
 // Log writes and reads audit rows.
@@ -147,20 +156,25 @@ func (l *Log) Announce(ctx context.Context, events ...*Event) {
 	// every row past their cursor, so one notice per company, with its
 	// newest id, says all that events do: a bulk change of 500 users is
 	// one publish, not 500.
-	newest := map[string]int64{}
+	notices := map[string]*Notice{}
 	var order []string
 	for _, e := range events {
 		if e == nil || e.ID == 0 {
 			continue
 		}
-		if _, seen := newest[e.Company]; !seen {
+		n, seen := notices[e.Company]
+		if !seen {
+			n = &Notice{Company: e.Company}
+			notices[e.Company] = n
 			order = append(order, e.Company)
 		}
-		newest[e.Company] = max(newest[e.Company], e.ID)
+		n.ID = max(n.ID, e.ID)
+		n.SettingsChanged = n.SettingsChanged || e.Action == GeneralSettingsChanged || e.Action == DefaultSettingsChanged
 	}
 	for _, company := range order {
-		if err := l.notifier.Notify(ctx, company, newest[company]); err != nil {
-			l.logger.WarnContext(ctx, "announce audit event", "company", company, "id", newest[company], "err", err)
+		n := notices[company]
+		if err := l.notifier.Notify(ctx, *n); err != nil {
+			l.logger.WarnContext(ctx, "announce audit event", "company", company, "id", n.ID, "err", err)
 		}
 	}
 }

@@ -96,7 +96,8 @@ func NewHub(rdb redis.UniversalClient, src Source, log *slog.Logger, opts Option
 
 // Notify tells every instance that company's log has a new row. It is
 // called after the row's transaction commits.
-func (h *Hub) Notify(ctx context.Context, company string, id int64) error {
+func (h *Hub) Notify(ctx context.Context, n audit.Notice) error {
+	company, id := n.Company, n.ID
 	// The notice runs in the request that made the change, after its
 	// commit. It must go out even if that request's client has gone
 	// (WithoutCancel), and a Redis that is away must not hold the request
