@@ -37,6 +37,13 @@ func (h httpResult) gql(t *testing.T) apptest.Response {
 }
 
 // send makes one HTTP request; header values are set as given.
+// expectContinue waits for the server's go-ahead before sending a body
+// (Expect: 100-continue), as clients do for large uploads: a body the
+// server refuses by its declared length is then never written, and the
+// refusal always arrives (without it, the client may still be writing
+// when the server closes, and see a broken pipe instead of the 413).
+var expectContinue = &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 10 * time.Second}}
+
 func send(t *testing.T, method, url string, header map[string]string, body io.Reader) httpResult {
 	t.Helper()
 	req, err := http.NewRequest(method, url, body)
@@ -46,7 +53,11 @@ func send(t *testing.T, method, url string, header map[string]string, body io.Re
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if req.Header.Get("Expect") != "" {
+		client = expectContinue
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
