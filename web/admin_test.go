@@ -450,6 +450,30 @@ func TestAdminAuditFilters(t *testing.T) {
 	b.WaitFor(t, "today's rows", `document.querySelectorAll('#audit-table tbody tr').length === 8 && document.querySelector('#audit-status').textContent === ''`)
 	b.Do(t, "pick a range that ended yesterday", setValue("#f-from", ""), setValue("#f-to", yesterday))
 	b.WaitFor(t, "no rows", `document.querySelectorAll('#audit-table tbody tr').length === 0 && !document.querySelector('#audit-empty').hidden`)
+
+	// Sign-in steps stay out of the first view: ann asks for a code (a
+	// CODE_SENT row), the default view still holds the 8 changes, and
+	// "Sign-in steps" shows the new row, live.
+	b.Do(t, "clear the filters", chromedp.Click("#f-clear"))
+	b.WaitFor(t, "the 8 changes", `document.querySelectorAll('#audit-table tbody tr').length === 8`)
+	p.User(t, p.Company, "ann").Must(t, `mutation { issueChallenge(input: { app: MANAGER }) { challenge { id } userErrors { code } } }`, nil, nil)
+	want = nil
+	for deadline := time.Now().Add(15 * time.Second); len(want) == 0; { // the row reaches the log through the outbox
+		if time.Now().After(deadline) {
+			t.Fatal("no CODE_SENT row reached the log")
+		}
+		want = ids(auditLog(t, admin, map[string]any{"category": "AUTHENTICATION"}))
+	}
+	b.Do(t, "show sign-in steps", setValue("#f-kind", "signins"))
+	b.WaitFor(t, "the code-sent row", `(() => { const r = Array.from(document.querySelectorAll('#audit-table tbody tr'));
+		return r.length === 1 && r[0].dataset.action === 'CODE_SENT' && r[0].textContent.includes('Code sent'); })()`)
+	if got := tableIDs(t, b); !slices.Equal(got, want) {
+		t.Errorf("sign-in rows %v, API %v", got, want)
+	}
+	b.Do(t, "show everything", setValue("#f-kind", "all"))
+	b.WaitFor(t, "all 9 rows", `document.querySelectorAll('#audit-table tbody tr').length === 9`)
+	b.Do(t, "back to changes", setValue("#f-kind", "changes"))
+	b.WaitFor(t, "the 8 changes again", `document.querySelectorAll('#audit-table tbody tr').length === 8`)
 	noProblems(t, b)
 }
 

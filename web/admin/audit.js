@@ -3,7 +3,7 @@
 // subscription (resumed from the last cursor after a dropped connection,
 // with no gap and no duplicate) and a CSV download of the filtered log.
 import {
-  $, el, actionLabels, actionLabel, appLabel, deliveryLabels, humanise, timeElement,
+  $, el, actionLabels, actionLabel, changeActions, appLabel, deliveryLabels, humanise, timeElement,
   startOfDay, localDate, authProblem, describeError,
 } from './util.js';
 import { formatTime } from '/assets/shared/time.js';
@@ -78,6 +78,7 @@ export function auditTab({ client, fail }) {
   const live = $('#live-status');
   const empty = $('#audit-empty');
   const form = $('#audit-filters');
+  const fKind = $('#f-kind');
   const fAction = $('#f-action');
   const fUser = $('#f-user');
   const fApp = $('#f-app');
@@ -154,7 +155,10 @@ export function auditTab({ client, fail }) {
   // message for the user.
   function readFilter() {
     const f = {};
+    // A picked action wins over the kind; otherwise the kind narrows.
     if (fAction.value) f.actions = [fAction.value];
+    else if (fKind.value === 'changes') f.actions = changeActions;
+    else if (fKind.value === 'signins') f.category = 'AUTHENTICATION';
     const user = fUser.value.trim();
     if (user) f.userId = user;
     if (fApp.value) f.app = fApp.value;
@@ -358,11 +362,12 @@ export function auditTab({ client, fail }) {
     e.preventDefault();
     applyFilters();
   });
-  for (const f of [fAction, fApp, fFrom, fTo]) f.addEventListener('change', applyFilters);
+  for (const f of [fKind, fAction, fApp, fFrom, fTo]) f.addEventListener('change', applyFilters);
   // The user id applies on Enter (submit) or when the field is left.
   fUser.addEventListener('change', applyFilters);
   $('#f-clear').addEventListener('click', () => {
     fAction.value = fApp.value = fFrom.value = fTo.value = fUser.value = '';
+    fKind.value = 'changes';
     applyFilters();
   });
   older.addEventListener('click', loadOlder);

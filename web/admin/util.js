@@ -42,7 +42,18 @@ export const actionLabels = {
   DEFAULT_SETTINGS_CHANGED: 'Default settings changed',
   FAILED_ATTEMPTS_LIMIT_REACHED: 'Locked after failed attempts',
   USER_TWO_FACTOR_UNLOCKED: '2FA unlocked',
+  CODE_SENT: 'Code sent',
+  CODE_DELIVERY_FAILED: 'Code not delivered',
+  CODE_VERIFIED: 'Code verified',
+  CODE_REJECTED: 'Wrong code',
+  CODE_EXPIRED: 'Code expired',
 };
+
+// The sign-in steps: many per login, so the log shows them only when asked.
+export const signInActions = ['CODE_SENT', 'CODE_DELIVERY_FAILED', 'CODE_VERIFIED', 'CODE_REJECTED', 'CODE_EXPIRED'];
+
+// What the Audit log shows first: changes by people, and lockouts.
+export const changeActions = Object.keys(actionLabels).filter((a) => !signInActions.includes(a));
 
 // humanise turns an enum value or a camelCase key into words:
 // SOME_NEW_ACTION → "Some new action", contactPerson → "Contact person".
