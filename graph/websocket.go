@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -59,11 +60,13 @@ func (o WebsocketOptions) transport() transport.Websocket {
 			// httpapi has already checked the Origin against ALLOWED_ORIGINS.
 			inner:        transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{InsecureSkipVerify: true}},
 			writeTimeout: o.WriteTimeout,
+			pingInterval: o.PingInterval,
 		},
-		InitTimeout:           o.InitTimeout,
-		PayloadReadLimit:      &readLimit,
-		KeepAlivePingInterval: o.PingInterval, // legacy graphql-ws
-		PingPongInterval:      o.PingInterval, // graphql-transport-ws: a peer that misses two pongs is dropped
+		InitTimeout:      o.InitTimeout,
+		PayloadReadLimit: &readLimit,
+		// Keep-alives and pings are websocketConn's, on a timer: gqlgen's
+		// own take a goroutine per connection each, for as long as it
+		// lives (KeepAlivePingInterval, PingPongInterval).
 		InitFunc: func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 			c, err := o.authenticate(ctx, p)
 			if err != nil {
@@ -97,6 +100,7 @@ func (o WebsocketOptions) authenticate(ctx context.Context, p transport.InitPayl
 type websocketImpl struct {
 	inner        transport.CoderWebsocketImplementation
 	writeTimeout time.Duration
+	pingInterval time.Duration
 }
 
 func (w websocketImpl) Accept(rw http.ResponseWriter, r *http.Request, o transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
@@ -104,15 +108,67 @@ func (w websocketImpl) Accept(rw http.ResponseWriter, r *http.Request, o transpo
 	if err != nil {
 		return nil, err
 	}
-	return &websocketConn{WebsocketConn: c, writeTimeout: w.writeTimeout}, nil
+	conn := &websocketConn{WebsocketConn: c, writeTimeout: w.writeTimeout, pingInterval: w.pingInterval}
+	conn.lastRead.Store(time.Now().UnixNano())
+	conn.pinger = time.AfterFunc(w.pingInterval, conn.ping)
+	return conn, nil
 }
 
 type websocketConn struct {
 	transport.WebsocketConn
 	writeTimeout time.Duration
+	pingInterval time.Duration
+	lastRead     atomic.Int64 // unix nanoseconds of the last message read
+	unanswered   atomic.Int64 // messages written since then
+	pinger       *time.Timer
+	closed       atomic.Bool
 }
 
+// ping keeps the connection alive and finds dead peers without a
+// goroutine of its own: graphql-transport-ws peers are pinged and one
+// that has sent nothing (not even a pong) for two intervals is dropped;
+// legacy graphql-ws peers get a keep-alive. A peer with a backlog of
+// events to read may see the ping late: while it has one, a write that
+// times out is what drops it, not a late pong.
+func (c *websocketConn) ping() {
+	if c.closed.Load() {
+		return
+	}
+	msg := map[string]string{"type": "ka"}
+	if c.Subprotocol() == "graphql-transport-ws" {
+		if time.Since(time.Unix(0, c.lastRead.Load())) > 2*c.pingInterval && c.unanswered.Load() < backlog {
+			_ = c.Close()
+			return
+		}
+		msg["type"] = "ping"
+	}
+	if err := c.WriteJSON(msg); err != nil {
+		return
+	}
+	c.pinger.Reset(c.pingInterval)
+}
+
+func (c *websocketConn) NextReader() (int, io.Reader, error) {
+	t, r, err := c.WebsocketConn.NextReader()
+	if err == nil {
+		c.lastRead.Store(time.Now().UnixNano())
+		c.unanswered.Store(0)
+	}
+	return t, r, err
+}
+
+func (c *websocketConn) Close() error {
+	c.closed.Store(true)
+	c.pinger.Stop()
+	return c.WebsocketConn.Close()
+}
+
+// backlog is how many messages written since the peer last spoke make
+// its silence a sign that it is busy reading rather than gone.
+const backlog = 256
+
 func (c *websocketConn) WriteJSON(v any) error {
+	c.unanswered.Add(1)
 	t := time.AfterFunc(c.writeTimeout, func() { _ = c.WebsocketConn.Close() })
 	defer t.Stop()
 	return c.WebsocketConn.WriteJSON(v)

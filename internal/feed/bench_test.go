@@ -295,6 +295,12 @@ func holdSubscribers(count string) error {
 
 // benchSubscribe opens one subscription that resumes after envAfter.
 func benchSubscribe(ctx context.Context, url string) (*websocket.Conn, error) {
+	return benchSubscribeWith(ctx, url, os.Getenv(envToken), os.Getenv(envAfter), subscription)
+}
+
+// benchSubscribeWith opens one subscription of query that resumes after
+// the cursor after.
+func benchSubscribeWith(ctx context.Context, url, token, after, query string) (*websocket.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	c, _, err := websocket.Dial(dctx, url, &websocket.DialOptions{Subprotocols: []string{transportWS}})
@@ -302,7 +308,7 @@ func benchSubscribe(ctx context.Context, url string) (*websocket.Conn, error) {
 		return nil, err
 	}
 	if err := wsjson.Write(dctx, c, map[string]any{"type": "connection_init",
-		"payload": map[string]string{"Authorization": "Bearer " + os.Getenv(envToken)}}); err != nil {
+		"payload": map[string]string{"Authorization": "Bearer " + token}}); err != nil {
 		return nil, err
 	}
 	var ack message
@@ -310,6 +316,6 @@ func benchSubscribe(ctx context.Context, url string) (*websocket.Conn, error) {
 		return nil, fmt.Errorf("connection_init: %v %+v", err, ack)
 	}
 	err = wsjson.Write(dctx, c, map[string]any{"type": "subscribe", "id": "1", "payload": map[string]any{
-		"query": subscription, "variables": map[string]string{"after": os.Getenv(envAfter)}}})
+		"query": query, "variables": map[string]string{"after": after}}})
 	return c, err
 }
