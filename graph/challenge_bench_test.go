@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,6 +64,12 @@ func countStatements(db *gorm.DB, n *atomic.Int64) error {
 		}
 	}
 	return nil
+}
+
+// benchUser is one user of the bench and its client.
+type benchUser struct {
+	c     benchClient
+	phone string
 }
 
 // benchClient posts GraphQL over a keep-alive pool.
@@ -170,12 +177,14 @@ func BenchmarkChallenge(b *testing.B) {
 		b.Fatal(challengeBenchHowTo)
 	}
 	var statements atomic.Int64
+	rc := &redisCounter{} // round trips as the client sends them (a pipeline is one)
 	codes := &codeBox{}
 	s := apptest.Start(b, func(o *app.Options) {
 		// Many logins per user in the window, no lock on the REJECTED
 		// measurement, no SMS cap.
 		o.Challenge = challenge.Config{MaxCodesPerWindow: 1 << 30, MaxFailedAttempts: 1 << 30, SMSPerCompanyPerHour: 1 << 30}
 		o.SMS, o.Email = codes.sender(), codes.sender()
+		o.Redis.AddHook(rc)
 		if err := countStatements(o.DB, &statements); err != nil {
 			b.Fatal(err)
 		}
@@ -184,10 +193,6 @@ func BenchmarkChallenge(b *testing.B) {
 	admin := s.Admin(b, co)
 	httpClient := &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}}
 	const users = 128
-	type benchUser struct {
-		c     benchClient
-		phone string
-	}
 	var us []benchUser
 	for i := range users {
 		id, phone := fmt.Sprintf("bench-%03d", i), fmt.Sprintf("+3712%07d", i)
@@ -224,6 +229,10 @@ func BenchmarkChallenge(b *testing.B) {
 			b.ReportMetric(throughput[op], "ops/s")
 		})
 	}
+	b.Run("Throughput/verify", func(b *testing.B) {
+		throughput["verify"] = verifyThroughput(b, us, codes)
+		b.ReportMetric(throughput["verify"], "ops/s")
+	})
 
 	// Per verify, the events' move to the log is counted apart: the
 	// throughput server's mover stops (what it left is swept below), and
@@ -242,9 +251,10 @@ func BenchmarkChallenge(b *testing.B) {
 	// Per verify. n users each get a code; then the n verifies are
 	// counted, with one verify beforehand to load the script.
 	const n = users
+	var roundTrips map[string]float64
 	perVerify := func(b *testing.B, status string) (evalsha, all, sql float64, top string) {
 		ids := make([]string, n)
-		issueBefore, issueSQL := commandStats(b, s), statements.Load()
+		issueBefore, issueSQL, issueRT := commandStats(b, s), statements.Load(), rc.roundTrips.Load()
 		for i, u := range us {
 			data, err := u.c.post(mIssue, map[string]any{"input": map[string]any{"app": "WEB"}})
 			if err != nil {
@@ -258,7 +268,7 @@ func BenchmarkChallenge(b *testing.B) {
 			}
 			ids[i] = p.IssueChallenge.Challenge.ID
 		}
-		issueAfter, issueSQLAfter := commandStats(b, s), statements.Load()
+		issueAfter, issueSQLAfter, issueRTAfter := commandStats(b, s), statements.Load(), rc.roundTrips.Load()
 		var issueCmds []string
 		for name, calls := range issueAfter {
 			if d := calls - issueBefore[name]; d > 0 && name != "info" {
@@ -266,8 +276,8 @@ func BenchmarkChallenge(b *testing.B) {
 			}
 		}
 		sort.Strings(issueCmds)
-		issueReport = fmt.Sprintf("issue (SMS): %.2f SQL statements, Redis [%s] per issue",
-			float64(issueSQLAfter-issueSQL)/n, strings.Join(issueCmds, " "))
+		issueReport = fmt.Sprintf("issue (SMS): %.2f SQL statements, %.2f Redis round trips, Redis commands [%s] per issue",
+			float64(issueSQLAfter-issueSQL)/n, float64(issueRTAfter-issueRT)/n, strings.Join(issueCmds, " "))
 		codeFor := func(i int) string {
 			c := codes.code(us[i].phone)
 			if status == "REJECTED" {
@@ -278,14 +288,15 @@ func BenchmarkChallenge(b *testing.B) {
 		if err := us[0].c.verify(ids[0], codeFor(0), status); err != nil {
 			b.Fatal(err)
 		}
-		before, sqlBefore := commandStats(b, s), statements.Load()
+		before, sqlBefore, rtBefore := commandStats(b, s), statements.Load(), rc.roundTrips.Load()
 		for i := 1; i < n; i++ {
 			if err := us[i].c.verify(ids[i], codeFor(i), status); err != nil {
 				b.Fatal(err)
 			}
 		}
-		after, sqlAfter := commandStats(b, s), statements.Load()
+		after, sqlAfter, rtAfter := commandStats(b, s), statements.Load(), rc.roundTrips.Load()
 		verifies := float64(n - 1)
+		roundTrips[status] = float64(rtAfter-rtBefore) / verifies
 		type kv struct {
 			name  string
 			calls int64
@@ -330,6 +341,7 @@ func BenchmarkChallenge(b *testing.B) {
 			float64(sqlAfter-sqlBefore) / verifies, strings.Join(parts, " ")
 	}
 	report := map[string]string{}
+	roundTrips = map[string]float64{}
 	for _, status := range []string{"APPROVED", "REJECTED"} {
 		b.Run("PerVerify/"+status, func(b *testing.B) {
 			var evalsha, all, sql float64
@@ -339,15 +351,19 @@ func BenchmarkChallenge(b *testing.B) {
 			b.ReportMetric(evalsha, "evalsha/verify")
 			b.ReportMetric(all, "redis-cmds/verify")
 			b.ReportMetric(sql, "sql/verify")
-			report[status] = fmt.Sprintf("%s: %.2f EVALSHA (round trips), %.2f Redis commands in all, %.2f SQL statements per verify [%s]",
-				status, evalsha, all, sql, report[status])
+			report[status] = fmt.Sprintf("%s: %.2f Redis round trips (%.2f EVALSHA), %.2f Redis commands in all, %.2f SQL statements per verify [%s]",
+				status, roundTrips[status], evalsha, all, sql, report[status])
 		})
 	}
-	if throughput["typename"] > 0 {
-		fmt.Printf("issue+verify: %.0f logins/s; { __typename }: %.0f req/s; ratio %.3f (each login is 2 requests)\n",
-			throughput["issue+verify"], throughput["typename"], throughput["issue+verify"]/throughput["typename"])
+	locked := us[0].c // the peer's URL
+	locked.token = s.Token(b, auth.Caller{UserID: "bench-locked", Company: co, Role: auth.RoleUser})
+	report["LOCKED"] = lockedCost(b, admin, locked, &statements, rc)
+	if t := throughput["typename"]; t > 0 {
+		fmt.Printf("{ __typename }: %.0f req/s; verifyChallenge: %.0f req/s, ratio %.3f (target >= 0.8); "+
+			"issue+verify: %.0f logins/s, ratio %.3f (target >= 0.3; each login is 2 requests)\n",
+			t, throughput["verify"], throughput["verify"]/t, throughput["issue+verify"], throughput["issue+verify"]/t)
 	}
-	for _, st := range []string{"APPROVED", "REJECTED"} {
+	for _, st := range []string{"APPROVED", "REJECTED", "LOCKED"} {
 		if report[st] != "" {
 			fmt.Println(report[st])
 		}
@@ -358,4 +374,102 @@ func BenchmarkChallenge(b *testing.B) {
 	if moveReport != "" {
 		fmt.Println(moveReport)
 	}
+}
+
+// verifyThroughput is verifies per second: in rounds, every user gets a
+// code (not timed), then all the codes are verified in parallel by as
+// many goroutines as Throughput/typename runs (timed).
+func verifyThroughput(b *testing.B, us []benchUser, codes *codeBox) float64 {
+	b.Helper()
+	workers := 4 * runtime.GOMAXPROCS(0)
+	var timed time.Duration
+	for done := 0; done < b.N; {
+		b.StopTimer()
+		round := us[:min(len(us), b.N-done)]
+		ids := make([]string, len(round))
+		if err := inParallel(len(round), workers, func(i int) (err error) {
+			ids[i], err = round[i].c.issue()
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := inParallel(len(round), workers, func(i int) error {
+			return round[i].c.verify(ids[i], codes.code(round[i].phone), "APPROVED")
+		}); err != nil {
+			b.Fatal(err)
+		}
+		timed += time.Since(start)
+		done += len(round)
+	}
+	return float64(b.N) / timed.Seconds()
+}
+
+// inParallel runs f(0..n-1) on workers goroutines; the first error wins.
+func inParallel(n, workers int, f func(i int) error) error {
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		firstErr atomic.Value
+	)
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if err := f(i); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return err
+	}
+	return nil
+}
+
+// issue asks for a code and returns the challenge's id.
+func (c benchClient) issue() (string, error) {
+	data, err := c.post(mIssue, map[string]any{"input": map[string]any{"app": "WEB"}})
+	if err != nil {
+		return "", err
+	}
+	var p struct {
+		IssueChallenge issuePayload `json:"issueChallenge"`
+	}
+	if err := json.Unmarshal(data, &p); err != nil || p.IssueChallenge.Challenge == nil {
+		return "", fmt.Errorf("issue: %s", data)
+	}
+	return p.IssueChallenge.Challenge.ID, nil
+}
+
+// lockedCost counts what a verify answered LOCKED costs: c's user gets a
+// code, wrong codes until 2FA locks (MaxConsecutiveFailures: the bench's
+// MaxFailedAttempts never locks), then lockedVerifies more are counted.
+func lockedCost(b *testing.B, admin *apptest.Client, c benchClient, sql *atomic.Int64, rc *redisCounter) string {
+	b.Helper()
+	const lockedVerifies = 100
+	admin.Must(b, mCreateUser, map[string]any{"input": map[string]any{"id": "bench-locked", "phone": "+37129999999"}}, nil)
+	admin.Must(b, mSetUserTwoFactor, map[string]any{"input": map[string]any{"userId": "bench-locked", "app": "WEB", "enabled": true}}, nil)
+	id, err := c.issue()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; c.verify(id, "000000", "LOCKED") != nil; i++ {
+		if i > challenge.MaxConsecutiveFailuresLimit {
+			b.Fatal("2FA never locked")
+		}
+	}
+	q, rt := sql.Load(), rc.roundTrips.Load()
+	for range lockedVerifies {
+		if err := c.verify(id, "000000", "LOCKED"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return fmt.Sprintf("LOCKED: %.2f Redis round trips, %.2f SQL statements per verify (contact person from the settings cache)",
+		float64(rc.roundTrips.Load()-rt)/lockedVerifies, float64(sql.Load()-q)/lockedVerifies)
 }

@@ -169,9 +169,9 @@ func TestAuthenticationEventsLive(t *testing.T) {
 }
 
 // TestLockedWhileDatabaseDown: the database fails while the third wrong
-// code locks. The client still gets LOCKED (without the contact person,
-// which lives in the database), the lock holds, and the row appears once
-// the database is back.
+// code locks. The client still gets LOCKED, with the contact person from
+// this instance's settings cache (issue 12: a LOCKED answer reads no SQL),
+// the lock holds, and the row appears once the database is back.
 func TestLockedWhileDatabaseDown(t *testing.T) {
 	t.Parallel()
 	var db *apptest.DatabaseSwitch
@@ -186,8 +186,8 @@ func TestLockedWhileDatabaseDown(t *testing.T) {
 	db.Down()
 	v := l.verify(t, ch.ID, bad)
 	wantStatus(t, "wrong 3 with the database down", v, "LOCKED", 0)
-	if v.LockedUntil == nil || v.ContactPerson != nil {
-		t.Errorf("LOCKED without the database: lockedUntil %v contact %+v, want a time and no contact", v.LockedUntil, v.ContactPerson)
+	if v.LockedUntil == nil || v.ContactPerson == nil || v.ContactPerson.Name != "Help Desk" {
+		t.Errorf("LOCKED without the database: lockedUntil %v contact %+v, want a time and the cached contact", v.LockedUntil, v.ContactPerson)
 	}
 	again := l.verify(t, ch.ID, l.code(t, ch))
 	wantStatus(t, "right code while locked, database down", again, "LOCKED", 0)

@@ -131,7 +131,7 @@ func New(o Options) (*App, error) {
 	a.Audit = audit.NewLog(o.DB, announce, o.Logger, audit.WithCodec(cursors))
 	a.Feed = feed.NewHub(o.Redis.UniversalClient, a.Audit, o.Logger, o.Feed)
 	announce.Notifier = a.Feed
-	a.Settings = settings.NewService(o.DB, a.Audit)
+	a.Settings = settings.NewService(o.DB, a.Audit, settings.WithCache(settingsCache(o.DB, a.Feed)))
 	a.Users = users.NewService(o.DB, a.Audit, a.Settings, users.WithCodec(cursors),
 		users.WithRedisState(&challenge.State{Redis: o.Redis.UniversalClient, Now: o.Now}))
 	if o.Issuer == "" {
@@ -243,6 +243,35 @@ func cursorCodec(o Options) (*cursor.Codec, error) {
 		return nil, fmt.Errorf("CURSOR_KEY: %w", err)
 	}
 	return c, nil
+}
+
+// noticeSource is what the settings cache needs of the live feed.
+type noticeSource interface {
+	// Watch calls fn for every notice of company this instance receives.
+	Watch(company string, fn func(audit.Notice)) (stop func())
+	// OnLive is told false whenever notices may be missed, true once they
+	// flow again.
+	OnLive(fn func(live bool))
+}
+
+// settingsCache keeps companies' settings in this instance's memory. A
+// notice of a settings change drops the company's entry; while notices
+// may be missed (Redis away) the cache is empty and reads go to the
+// database.
+func settingsCache(db *gorm.DB, notices noticeSource) *settings.Cache {
+	var c *settings.Cache
+	c = settings.NewCache(settings.Loader(db), settings.WithWatch(func(company string) func() {
+		return notices.Watch(company, func(n audit.Notice) {
+			if n.SettingsChanged {
+				c.Invalidate(company)
+			}
+		})
+	}))
+	// Live until the feed says otherwise: OnLive reports false at once if
+	// notices are not flowing now.
+	c.SetLive(true)
+	notices.OnLive(c.SetLive)
+	return c
 }
 
 // notifier breaks the construction cycle between the log and the feed.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/twofactor/service/internal/apps"
 	"github.com/twofactor/service/internal/auth"
 	"github.com/twofactor/service/internal/mask"
@@ -50,7 +52,7 @@ func (s *Service) Issue(ctx context.Context, c auth.Caller, r IssueRequest) (Cha
 		return Challenge{}, fmt.Errorf("issue challenge: %w", err)
 	}
 	id := makeID(base64.RawURLEncoding.EncodeToString(random), r.App, in.userID)
-	ch, err := s.runIssue(ctx, in, r, id, code)
+	ch, sms, err := s.runIssue(ctx, in, r, id, code)
 	if err != nil {
 		return Challenge{}, err
 	}
@@ -59,7 +61,7 @@ func (s *Service) Issue(ctx context.Context, c auth.Caller, r IssueRequest) (Cha
 		to, dest = in.user.Email, mask.Email
 	}
 	ch.Destination = dest(to)
-	if err := s.deliver(ctx, in, ch, to, code); err != nil {
+	if err := s.deliver(ctx, in, ch, to, code, sms); err != nil {
 		return Challenge{}, err
 	}
 	return ch, nil
@@ -99,29 +101,86 @@ func (s *Service) prepareIssue(ctx context.Context, c auth.Caller, r IssueReques
 	return issuing{caller: c, userID: userID, user: u, set: set, mode: mode, k: keysFor(c.Company, userID)}, nil
 }
 
+// smsCapScript counts one SMS in the company's hourly counter; the first
+// count of the hour sets its expiry. One command, most of the time.
+var smsCapScript = redis.NewScript(`local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n`)
+
+// smsCapTTL outlives the counter's clock hour.
+const smsCapTTL = 2 * time.Hour
+
+// smsCount is the company's SMS counter after this issue's SMS was
+// counted; taken says it was (in the issue's own round trip).
+type smsCount struct {
+	n     int64
+	err   error
+	taken bool
+}
+
 // runIssue runs issue.lua, which stores the code and its CODE_SENT event
-// in one step, and reads its answer.
-func (s *Service) runIssue(ctx context.Context, in issuing, r IssueRequest, id, code string) (Challenge, error) {
+// in one step, and reads its answer. An issue that can only end in an SMS
+// or a refusal counts the SMS against the company's cap in the same round
+// trip (the counter is in the company's slot, not the user's, so it
+// cannot be in the script); a refusal gives the count back.
+func (s *Service) runIssue(ctx context.Context, in issuing, r IssueRequest, id, code string) (Challenge, smsCount, error) {
 	k, u := in.k, in.user
 	uid, err := newUID()
 	if err != nil {
-		return Challenge{}, fmt.Errorf("issue challenge: %w", err)
+		return Challenge{}, smsCount{}, fmt.Errorf("issue challenge: %w", err)
 	}
-	res, err := issueScript.Run(ctx, s.Redis,
-		[]string{k.login(r.App), k.lock(r.App), k.issued(), k.challenge(id), k.failures(r.App), k.outbox()},
-		s.Now().UnixMilli(), id, s.Codes.Hash(id, code), in.mode, string(r.Channel),
+	keys := []string{k.login(r.App), k.lock(r.App), k.issued(), k.challenge(id), k.failures(r.App), k.outbox()}
+	args := []any{s.Now().UnixMilli(), id, s.Codes.Hash(id, code), in.mode, string(r.Channel),
 		s.cfg.CodeTTL.Milliseconds(), s.cfg.ResendCooldown.Milliseconds(), s.cfg.MaxCodesPerWindow,
 		s.cfg.LoginWindow.Milliseconds(), s.cfg.MaxFailedAttempts, mask.Phone(u.Phone), mask.Email(u.Email),
-		s.cfg.MaxConsecutiveFailures, u.DisplayName, uid, header(in.caller, in.userID, r.App),
-	).Slice()
+		s.cfg.MaxConsecutiveFailures, u.DisplayName, uid, header(in.caller, in.userID, r.App)}
+	capKey := smsKey(in.caller.Company, s.Now().Unix()/3600)
+	pipe := s.Redis.Pipeline()
+	issued := issueScript.EvalSha(ctx, pipe, keys, args...)
+	var counted *redis.Cmd
+	if in.mode != "E" && r.Channel != Email {
+		counted = smsCapScript.EvalSha(ctx, pipe, []string{capKey}, int64(smsCapTTL/time.Second))
+	}
+	_, _ = pipe.Exec(ctx) // each command's error is read below
+	res, err := rerun(ctx, s.Redis, issueScript, issued, keys, args).Slice()
 	if err != nil {
-		return Challenge{}, fmt.Errorf("issue challenge: %w: %v", ErrUnavailable, err)
+		s.giveBackSMS(ctx, counted, capKey)
+		return Challenge{}, smsCount{}, fmt.Errorf("issue challenge: %w: %v", ErrUnavailable, err)
 	}
 	rep := reply(res)
+	if rep.str(0) != "OK" || rep.str(1) != string(SMS) {
+		s.giveBackSMS(ctx, counted, capKey)
+		counted = nil
+	}
 	if rep.str(0) == "OK" {
 		s.kick(k)
 	}
-	return issueAnswer(in, r, id, rep)
+	ch, err := issueAnswer(in, r, id, rep)
+	if err != nil || counted == nil {
+		return ch, smsCount{}, err
+	}
+	n, err := rerun(ctx, s.Redis, smsCapScript, counted, []string{capKey}, []any{int64(smsCapTTL / time.Second)}).Int64()
+	return ch, smsCount{n: n, err: err, taken: true}, nil
+}
+
+// rerun returns cmd, or, if Redis did not know its script yet (NOSCRIPT:
+// it did not run), the script run again with EVAL.
+func rerun(ctx context.Context, rdb redis.Scripter, script *redis.Script, cmd *redis.Cmd, keys []string, args []any) *redis.Cmd {
+	if cmd.Err() != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		return script.Run(ctx, rdb, keys, args...)
+	}
+	return cmd
+}
+
+// giveBackSMS undoes the count of an SMS that is not sent. Only an issue
+// refused after its SMS was counted pays this second round trip.
+func (s *Service) giveBackSMS(ctx context.Context, counted *redis.Cmd, key string) {
+	if counted == nil || counted.Err() != nil {
+		return
+	}
+	if err := s.Redis.Decr(context.WithoutCancel(ctx), key).Err(); err != nil {
+		s.Logger.WarnContext(ctx, "sms cap: could not give back a count", "err", err)
+	}
 }
 
 // issueAnswer reads issue.lua's reply: a challenge or a refusal.
@@ -169,8 +228,8 @@ const (
 // and the email fallback opened, like any unsuccessful attempt. If that
 // cannot be recorded, the client gets an error rather than an answer
 // whose event could be lost.
-func (s *Service) deliver(ctx context.Context, in issuing, ch Challenge, to, code string) error {
-	refusal, reason := s.send(ctx, in.caller.Company, ch, to, code)
+func (s *Service) deliver(ctx context.Context, in issuing, ch Challenge, to, code string, sms smsCount) error {
+	refusal, reason := s.send(ctx, in.caller.Company, ch, to, code, sms)
 	if refusal == nil {
 		return nil
 	}
@@ -191,9 +250,13 @@ func (s *Service) deliver(ctx context.Context, in issuing, ch Challenge, to, cod
 }
 
 // send delivers the code, or says why not.
-func (s *Service) send(ctx context.Context, company string, ch Challenge, to, code string) (*Refusal, string) {
+func (s *Service) send(ctx context.Context, company string, ch Challenge, to, code string, sms smsCount) (*Refusal, string) {
 	if ch.Channel == SMS {
-		if over, err := s.smsOverCap(ctx, company); err != nil {
+		over, err := sms.n > int64(s.cfg.SMSPerCompanyPerHour), sms.err
+		if !sms.taken {
+			over, err = s.smsOverCap(ctx, company)
+		}
+		if err != nil {
 			s.Logger.ErrorContext(ctx, "sms cap check failed", "company", company, "err", err)
 			return &Refusal{Code: CodeDeliveryFailed, Message: "could not send the SMS"}, reasonSMSCapUnknown
 		} else if over {
@@ -226,16 +289,13 @@ func (s *Service) send(ctx context.Context, company string, ch Challenge, to, co
 	return &Refusal{Code: CodeDeliveryFailed, Message: "the code could not be delivered; try again or use another channel"}, reason
 }
 
-// smsOverCap counts an SMS against the company's hourly cap. The counter
-// lives in the company's own hash slot, so it is a separate round trip,
-// taken only for SMS.
+// smsOverCap counts an SMS against the company's hourly cap, for an SMS
+// the issue did not count already.
 func (s *Service) smsOverCap(ctx context.Context, company string) (bool, error) {
 	key := smsKey(company, s.Now().Unix()/3600)
-	pipe := s.Redis.TxPipeline()
-	n := pipe.Incr(ctx, key)
-	pipe.Expire(ctx, key, 2*time.Hour)
-	if _, err := pipe.Exec(ctx); err != nil {
+	n, err := smsCapScript.Run(ctx, s.Redis, []string{key}, int64(smsCapTTL/time.Second)).Int64()
+	if err != nil {
 		return false, err
 	}
-	return n.Val() > int64(s.cfg.SMSPerCompanyPerHour), nil
+	return n > int64(s.cfg.SMSPerCompanyPerHour), nil
 }

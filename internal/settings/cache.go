@@ -24,24 +24,31 @@ type Cache struct {
 	mu      sync.Mutex
 	entries *lru.Cache[string, *entry]
 	live    bool
-	watch   func(company string) // told when a company enters the cache
+	size    int
+	// watch is told when a company enters the cache; the stop it returns
+	// is called when the company leaves it (evicted), outside mu.
+	watch   func(company string) (stop func())
+	evicted []func() // stops of evicted companies, called once mu is released
 }
 
 // entry is one company's settings, or a load in flight when !ok. gen goes
 // up with every invalidation, so a load that began before one is never
 // stored: a reader never sees settings older than a notice already given.
 type entry struct {
-	s   Settings
-	ok  bool
-	gen uint64
+	s    Settings
+	ok   bool
+	gen  uint64
+	stop func() // ends the company's watch
 }
 
 // CacheOption configures a Cache.
 type CacheOption func(*Cache)
 
 // WithWatch calls watch(company) when a company enters the cache, so the
-// wiring can subscribe to that company's notices.
-func WithWatch(watch func(company string)) CacheOption {
+// wiring can subscribe to that company's notices, and the stop it returns
+// (if not nil) when the company is evicted. watch must return only once
+// notices of the company reach this instance: the first load follows it.
+func WithWatch(watch func(company string) (stop func())) CacheOption {
 	return func(c *Cache) { c.watch = watch }
 }
 
@@ -49,23 +56,40 @@ func WithWatch(watch func(company string)) CacheOption {
 func WithCacheSize(n int) CacheOption {
 	return func(c *Cache) {
 		if n > 0 {
-			c.entries, _ = lru.New[string, *entry](n)
+			c.size = n
 		}
 	}
 }
 
 // NewCache returns a cache in front of load, not live until SetLive(true).
 func NewCache(load func(ctx context.Context, company string) (Settings, error), opts ...CacheOption) *Cache {
-	c := &Cache{load: load}
-	c.entries, _ = lru.New[string, *entry](DefaultCacheSize)
+	c := &Cache{load: load, size: DefaultCacheSize}
 	for _, o := range opts {
 		o(c)
 	}
+	// Called under mu by Add: the stop waits until mu is released.
+	c.entries, _ = lru.NewWithEvict(c.size, func(_ string, e *entry) {
+		if e.stop != nil {
+			c.evicted = append(c.evicted, e.stop)
+		}
+	})
 	return c
 }
 
+// unlock releases mu and then ends the watches of evicted companies, so a
+// watch's stop never waits on mu (the notices it delivers take mu).
+func (c *Cache) unlock() {
+	stops := c.evicted
+	c.evicted = nil
+	c.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+}
+
 // Get returns company's settings from memory, loading them at most once
-// at a time per company and generation.
+// at a time per company and generation. What it returns is shared with
+// other readers: read it, never change it.
 func (c *Cache) Get(ctx context.Context, company string) (Settings, error) {
 	c.mu.Lock()
 	if !c.live {
@@ -83,9 +107,9 @@ func (c *Cache) Get(ctx context.Context, company string) (Settings, error) {
 		c.entries.Add(company, e)
 	}
 	gen := e.gen
-	c.mu.Unlock()
+	c.unlock()
 	if !found && c.watch != nil {
-		c.watch(company)
+		c.startWatch(company, e)
 	}
 
 	v, err, _ := c.group.Do(company+"\x00"+strconv.FormatUint(gen, 10), func() (any, error) {
@@ -99,6 +123,23 @@ func (c *Cache) Get(ctx context.Context, company string) (Settings, error) {
 		return Settings{}, err
 	}
 	return v.(Settings), nil
+}
+
+// startWatch subscribes to company's notices for entry e. A notice that
+// comes while the load runs bumps e.gen, so the load is not kept.
+func (c *Cache) startWatch(company string, e *entry) {
+	stop := c.watch(company)
+	if stop == nil {
+		return
+	}
+	c.mu.Lock()
+	if cur, ok := c.entries.Peek(company); ok && cur == e {
+		e.stop = stop
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	stop() // evicted while subscribing
 }
 
 // store keeps s unless the company was invalidated (or evicted, or the
@@ -121,12 +162,20 @@ func (c *Cache) Invalidate(company string) {
 }
 
 // Put stores settings this instance has just committed, so its own next
-// read sees them without a reload (and no older load in flight wins).
+// read sees them without a reload, and no load that began before the
+// commit is kept. Of two commits put out of order the later UpdatedAt
+// stays (every change moves it forward). An entry without settings (a
+// notice came, maybe of a later change elsewhere) is left to reload.
 func (c *Cache) Put(company string, s Settings) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.entries.Peek(company); ok && c.live {
-		e.s, e.ok, e.gen = s, true, e.gen+1
+	e, ok := c.entries.Peek(company)
+	if !ok || !c.live {
+		return
+	}
+	e.gen++
+	if e.ok && !s.UpdatedAt.Before(e.s.UpdatedAt) {
+		e.s = s
 	}
 }
 

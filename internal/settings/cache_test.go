@@ -3,9 +3,11 @@ package settings_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/twofactor/service/internal/settings"
 )
@@ -55,7 +57,7 @@ func mustGet(t *testing.T, c *settings.Cache, company string) settings.Settings 
 func TestCacheServesFromMemoryUntilInvalidated(t *testing.T) {
 	f := &fakeStore{method: settings.SMSWithEmailBackup}
 	var watched []string
-	c := settings.NewCache(f.load, settings.WithWatch(func(co string) { watched = append(watched, co) }))
+	c := settings.NewCache(f.load, settings.WithWatch(func(co string) func() { watched = append(watched, co); return nil }))
 	c.SetLive(true)
 	for range 5 {
 		mustGet(t, c, "acme")
@@ -186,5 +188,45 @@ func TestCacheIsBounded(t *testing.T) {
 	}
 	if n := f.loads.Load(); n != 4 {
 		t.Fatalf("%d loads, want 4 (a was evicted by c)", n)
+	}
+}
+
+// TestCacheEndsTheWatchOfAnEvictedCompany: a company that leaves the cache
+// stops being watched, and one that comes back is watched again.
+func TestCacheEndsTheWatchOfAnEvictedCompany(t *testing.T) {
+	f := &fakeStore{method: settings.EmailOnly}
+	watching := map[string]int{}
+	c := settings.NewCache(f.load, settings.WithCacheSize(1), settings.WithWatch(func(co string) func() {
+		watching[co]++
+		return func() { watching[co]-- }
+	}))
+	c.SetLive(true)
+	for _, co := range []string{"a", "b", "a"} {
+		mustGet(t, c, co)
+	}
+	if want := map[string]int{"a": 1, "b": 0}; !maps.Equal(watching, want) {
+		t.Fatalf("watching %v, want %v", watching, want)
+	}
+}
+
+// TestCachePutKeepsTheLaterCommit: commits put out of order leave the one
+// with the later UpdatedAt; an entry a notice emptied is not refilled by
+// a Put (the notice may be of a later change made elsewhere).
+func TestCachePutKeepsTheLaterCommit(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f := &fakeStore{method: settings.SMSWithEmailBackup}
+	c := settings.NewCache(f.load)
+	c.SetLive(true)
+	mustGet(t, c, "acme")
+	c.Put("acme", settings.Settings{DeliveryMethod: settings.EmailOnly, UpdatedAt: t0.Add(2 * time.Millisecond)})
+	c.Put("acme", settings.Settings{DeliveryMethod: settings.SMSWithEmailBackup, UpdatedAt: t0.Add(time.Millisecond)})
+	if got := mustGet(t, c, "acme").DeliveryMethod; got != settings.EmailOnly {
+		t.Fatalf("after out-of-order puts: %s, want the later EMAIL_ONLY", got)
+	}
+	f.set(settings.SMSWithEmailBackup) // a later change elsewhere, then its notice
+	c.Invalidate("acme")
+	c.Put("acme", settings.Settings{DeliveryMethod: settings.EmailOnly, UpdatedAt: t0.Add(3 * time.Millisecond)})
+	if got := mustGet(t, c, "acme").DeliveryMethod; got != settings.SMSWithEmailBackup {
+		t.Fatalf("a put after a notice served %s, want the reloaded SMS_WITH_EMAIL_BACKUP", got)
 	}
 }

@@ -64,11 +64,37 @@ type AuditWriter interface {
 type Service struct {
 	db    *gorm.DB
 	audit AuditWriter
+	cache *Cache // nil: every read goes to the database
 }
 
+// Option configures a Service.
+type Option func(*Service)
+
+// WithCache reads ForCompany (and Get) through c, whose loads should be
+// Loader's; a committed change is put into c, so this instance reads its
+// own writes at once. Other instances learn of it through the notices
+// that whoever wires c feeds to Invalidate.
+func WithCache(c *Cache) Option { return func(s *Service) { s.cache = c } }
+
 // NewService returns a settings service.
-func NewService(db *gorm.DB, audit AuditWriter) *Service {
-	return &Service{db: db, audit: audit}
+func NewService(db *gorm.DB, audit AuditWriter, opts ...Option) *Service {
+	s := &Service{db: db, audit: audit}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Loader reads a company's settings from db, creating the defaults on
+// first use: what a Cache in front of the service loads.
+func Loader(db *gorm.DB) func(ctx context.Context, company string) (Settings, error) {
+	return func(ctx context.Context, company string) (Settings, error) {
+		row, err := load(db.WithContext(ctx), company, "")
+		if err != nil {
+			return Settings{}, err
+		}
+		return fromRow(row), nil
+	}
 }
 
 // Get returns the caller's company settings. Admin only.
@@ -80,13 +106,18 @@ func (s *Service) Get(ctx context.Context, c auth.Caller) (Settings, error) {
 }
 
 // ForCompany returns a company's settings, creating the defaults on first
-// use. It is for other services acting on the company's behalf.
+// use. It is for other services acting on the company's behalf. With a
+// cache the result is shared: read it, never change it.
 func (s *Service) ForCompany(ctx context.Context, company string) (Settings, error) {
-	row, err := load(s.db.WithContext(ctx), company, "")
+	get := Loader(s.db)
+	if s.cache != nil {
+		get = s.cache.Get
+	}
+	set, err := get(ctx, company)
 	if err != nil {
 		return Settings{}, fmt.Errorf("get settings: %w", err)
 	}
-	return fromRow(row), nil
+	return set, nil
 }
 
 // DefaultsIn returns a company's settings inside the caller's transaction
@@ -262,6 +293,10 @@ func (s *Service) update(ctx context.Context, c auth.Caller, action audit.Action
 	})
 	if err != nil {
 		return Settings{}, fmt.Errorf("update settings: %w", err)
+	}
+	// Committed, and read under the row lock: the newest settings there are.
+	if s.cache != nil {
+		s.cache.Put(c.Company, fromRow(row))
 	}
 	if conflict {
 		return fromRow(row), fmt.Errorf("update settings: %w", ErrConflict)
