@@ -460,6 +460,7 @@ then lets in-flight requests finish. It serves:
   /admin/                the admin console
   /demo/login            the reference login screen (embedded mode, or DEMO_PAGES=true)
   /schema.graphql        the schema, for codegen (admin or service token)
+  /audit/export          the audit log as CSV or NDJSON, streamed (admin token)
   /.well-known/jwks.json keys that verify challenge assertions
   /healthz, /readyz      liveness and readiness
 and Prometheus metrics at /metrics on METRICS_ADDR (default 127.0.0.1:9464;
