@@ -127,7 +127,12 @@ func channelSubs(t *testing.T, s *apptest.Server, company string) int64 {
 	var err error
 	switch rdb := s.Backends.Redis.UniversalClient.(type) {
 	case *redis.ClusterClient:
-		m, err = rdb.PubSubShardNumSub(t.Context(), ch).Result()
+		// Shard channels are counted only by the master of their slot;
+		// a keyless PUBSUB goes to any node.
+		var node *redis.Client
+		if node, err = rdb.MasterForKey(t.Context(), ch); err == nil {
+			m, err = node.PubSubShardNumSub(t.Context(), ch).Result()
+		}
 	default:
 		m, err = rdb.PubSubNumSub(t.Context(), ch).Result()
 	}

@@ -148,7 +148,18 @@ func freshDatabase(t testing.TB, ctx context.Context, base string) string {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)").Error
+		// Not WITH (FORCE): killing the server connections PgBouncer
+		// still pools for this database crashed PgBouncer 1.18 ("server
+		// in bad state") on a later cancel request. A database still
+		// pooled stays, and .ci/scale-backends stop drops it.
+		// PgBouncer closes its idle server connections within about 2 s
+		// (server_idle_timeout in .ci/scale-backends).
+		for attempt := 0; attempt < 30; attempt++ {
+			if admin.Exec("DROP DATABASE IF EXISTS "+name).Error == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		if sqlDB, err := admin.DB(); err == nil {
 			_ = sqlDB.Close()
 		}
