@@ -155,8 +155,13 @@ func (m *Mover) take(n int) []string {
 		if len(keys) == n {
 			break
 		}
-		keys = append(keys, k)
 		delete(m.pending, k)
+		// Kicked before its company failed: it waits for the backoff
+		// now (due kicks it again), not for the next move.
+		if m.fails.isParked(k) {
+			continue
+		}
+		keys = append(keys, k)
 	}
 	return keys
 }
