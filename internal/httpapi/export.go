@@ -60,20 +60,8 @@ const dateTimeLayout = "2006-01-02T15:04:05.000Z07:00"
 // exportAudit is GET /audit/export: the caller's company log, filtered as
 // auditLog is, streamed oldest first as CSV or NDJSON. See README, "Export".
 func (cfg Config) exportAudit(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		abandonBody(w, r)
-		writeGraphQLError(w, http.StatusMethodNotAllowed, "BAD_REQUEST", "use GET")
-		return
-	}
-	c, err := auth.FromContext(r.Context())
-	if err != nil {
-		unauthenticated(w, r, reasonNoToken)
-		return
-	}
-	if c.Require(auth.RoleAdmin) != nil {
-		abandonBody(w, r)
-		writeGraphQLError(w, http.StatusForbidden, "FORBIDDEN", "only admin tokens may export the audit log")
+	c, ok := getAs(w, r, "only admin tokens may export the audit log", auth.RoleAdmin)
+	if !ok {
 		return
 	}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {

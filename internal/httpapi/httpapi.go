@@ -125,25 +125,35 @@ func New(cfg Config) http.Handler {
 // schema serves the SDL, for codegen and other tools, to the roles that
 // may introspect.
 func (cfg Config) schema(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		abandonBody(w, r)
-		writeGraphQLError(w, http.StatusMethodNotAllowed, "BAD_REQUEST", "use GET")
-		return
-	}
-	c, err := auth.FromContext(r.Context())
-	if err != nil {
-		unauthenticated(w, r, reasonNoToken)
-		return
-	}
-	if c.Require(auth.RoleAdmin, auth.RoleService) != nil {
-		abandonBody(w, r)
-		writeGraphQLError(w, http.StatusForbidden, "FORBIDDEN", "only admin and service tokens may read the schema")
+	if _, ok := getAs(w, r, "only admin and service tokens may read the schema", auth.RoleAdmin, auth.RoleService); !ok {
 		return
 	}
 	// Cache-Control: no-store comes from securityHeaders.
 	w.Header().Set("Content-Type", "application/graphql; charset=utf-8")
 	_, _ = w.Write(cfg.Schema)
+}
+
+// getAs admits a GET (or HEAD) from a caller with one of roles, and
+// otherwise answers 405, 401 or 403 (forbidden: the message) without
+// reading the body. It is for the plain-HTTP routes beside /query.
+func getAs(w http.ResponseWriter, r *http.Request, forbidden string, roles ...auth.Role) (auth.Caller, bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		abandonBody(w, r)
+		writeGraphQLError(w, http.StatusMethodNotAllowed, "BAD_REQUEST", "use GET")
+		return auth.Caller{}, false
+	}
+	c, err := auth.FromContext(r.Context())
+	if err != nil {
+		unauthenticated(w, r, reasonNoToken)
+		return auth.Caller{}, false
+	}
+	if c.Require(roles...) != nil {
+		abandonBody(w, r)
+		writeGraphQLError(w, http.StatusForbidden, "FORBIDDEN", forbidden)
+		return auth.Caller{}, false
+	}
+	return c, true
 }
 
 // authenticate puts the caller in the context, or answers 401 in the
