@@ -134,8 +134,14 @@ func (c Config) Validate() error {
 		return errors.New("durations must be positive")
 	case c.CodeTTL > c.LoginWindow:
 		return errors.New("CODE_TTL must not exceed LOGIN_WINDOW")
-	case c.MaxCodesPerWindow < 1 || c.MaxFailedAttempts < 1 || c.SMSPerCompanyPerHour < 1 || c.MaxConsecutiveFailures < 1:
-		return errors.New("limits must be at least 1")
+	case c.MaxCodesPerWindow < 1:
+		return errors.New("MAX_CODES_PER_WINDOW must be at least 1")
+	case c.MaxFailedAttempts < 1:
+		return errors.New("MAX_FAILED_ATTEMPTS must be at least 1")
+	case c.SMSPerCompanyPerHour < 1:
+		return errors.New("SMS_PER_COMPANY_PER_HOUR must be at least 1")
+	case c.MaxConsecutiveFailures < 1:
+		return errors.New("MAX_CONSECUTIVE_FAILURES must be at least 1")
 	case c.MaxLockDuration < c.LockDuration:
 		return errors.New("MAX_LOCK_DURATION must not be shorter than LOCK_DURATION")
 	case c.MaxConsecutiveFailures > MaxConsecutiveFailuresLimit:
