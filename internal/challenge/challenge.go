@@ -202,7 +202,8 @@ type Deps struct {
 // Service runs challenges.
 type Service struct {
 	Deps
-	cfg Config
+	cfg   Config
+	quota smsQuota // the SMS cap units this instance holds
 }
 
 // NewService returns a challenge service.

@@ -101,28 +101,20 @@ func (s *Service) prepareIssue(ctx context.Context, c auth.Caller, r IssueReques
 	return issuing{caller: c, userID: userID, user: u, set: set, mode: mode, k: keysFor(c.Company, userID)}, nil
 }
 
-// smsCapScript counts one SMS in the company's hourly counter; the first
-// count of the hour sets its expiry. One command, most of the time.
-var smsCapScript = redis.NewScript(`local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n`)
-
-// smsCapTTL outlives the counter's clock hour.
-const smsCapTTL = 2 * time.Hour
-
-// smsCount is the company's SMS counter after this issue's SMS was
-// counted; taken says it was (in the issue's own round trip).
+// smsCount is how the issue's SMS stands against the company's cap;
+// taken says the issue counted it already (in its own round trip).
 type smsCount struct {
-	n     int64
+	over  bool
 	err   error
 	taken bool
 }
 
 // runIssue runs issue.lua, which stores the code and its CODE_SENT event
 // in one step, and reads its answer. An issue that can only end in an SMS
-// or a refusal counts the SMS against the company's cap in the same round
-// trip (the counter is in the company's slot, not the user's, so it
-// cannot be in the script); a refusal gives the count back.
+// or a refusal takes a unit of the company's SMS cap: from the units this
+// instance holds, or reserved in the same round trip (the counter is in
+// the company's slot, not the user's, so it cannot be in the script). A
+// refusal keeps the unit for the next issue.
 func (s *Service) runIssue(ctx context.Context, in issuing, r IssueRequest, id, code string) (Challenge, smsCount, error) {
 	k, u := in.k, in.user
 	uid, err := newUID()
@@ -134,33 +126,37 @@ func (s *Service) runIssue(ctx context.Context, in issuing, r IssueRequest, id, 
 		s.cfg.CodeTTL.Milliseconds(), s.cfg.ResendCooldown.Milliseconds(), s.cfg.MaxCodesPerWindow,
 		s.cfg.LoginWindow.Milliseconds(), s.cfg.MaxFailedAttempts, mask.Phone(u.Phone), mask.Email(u.Email),
 		s.cfg.MaxConsecutiveFailures, u.DisplayName, uid, header(in.caller, in.userID, r.App)}
-	capKey := smsKey(in.caller.Company, s.Now().Unix()/3600)
 	pipe := s.Redis.Pipeline()
 	issued := issueScript.EvalSha(ctx, pipe, keys, args...)
-	var counted *redis.Cmd
+	var unit *smsUnit
 	if in.mode != "E" && r.Channel != Email {
-		counted = smsCapScript.EvalSha(ctx, pipe, []string{capKey}, int64(smsCapTTL/time.Second))
+		u := s.reserveSMS(ctx, pipe, in.caller.Company)
+		unit = &u
 	}
-	_, _ = pipe.Exec(ctx) // each command's error is read below
+	if len(pipe.Cmds()) == 1 {
+		pipe.Discard()
+		_ = s.Redis.Process(ctx, issued)
+	} else {
+		_, _ = pipe.Exec(ctx) // each command's error is read below
+	}
 	res, err := rerun(ctx, s.Redis, issueScript, issued, keys, args).Slice()
-	if err != nil {
-		s.giveBackSMS(ctx, counted, capKey)
-		return Challenge{}, smsCount{}, fmt.Errorf("issue challenge: %w: %v", ErrUnavailable, err)
-	}
 	rep := reply(res)
-	if rep.str(0) != "OK" || rep.str(1) != string(SMS) {
-		s.giveBackSMS(ctx, counted, capKey)
-		counted = nil
+	if unit != nil && (err != nil || rep.str(0) != "OK" || rep.str(1) != string(SMS)) {
+		s.unuseSMS(ctx, *unit)
+		unit = nil
+	}
+	if err != nil {
+		return Challenge{}, smsCount{}, fmt.Errorf("issue challenge: %w: %v", ErrUnavailable, err)
 	}
 	if rep.str(0) == "OK" {
 		s.kick(k)
 	}
 	ch, err := issueAnswer(in, r, id, rep)
-	if err != nil || counted == nil {
+	if err != nil || unit == nil {
 		return ch, smsCount{}, err
 	}
-	n, err := rerun(ctx, s.Redis, smsCapScript, counted, []string{capKey}, []any{int64(smsCapTTL / time.Second)}).Int64()
-	return ch, smsCount{n: n, err: err, taken: true}, nil
+	ok, err := s.useSMS(ctx, *unit)
+	return ch, smsCount{over: !ok && err == nil, err: err, taken: true}, nil
 }
 
 // rerun returns cmd, or, if Redis did not know its script yet (NOSCRIPT:
@@ -170,17 +166,6 @@ func rerun(ctx context.Context, rdb redis.Scripter, script *redis.Script, cmd *r
 		return script.Run(ctx, rdb, keys, args...)
 	}
 	return cmd
-}
-
-// giveBackSMS undoes the count of an SMS that is not sent. Only an issue
-// refused after its SMS was counted pays this second round trip.
-func (s *Service) giveBackSMS(ctx context.Context, counted *redis.Cmd, key string) {
-	if counted == nil || counted.Err() != nil {
-		return
-	}
-	if err := s.Redis.Decr(context.WithoutCancel(ctx), key).Err(); err != nil {
-		s.Logger.WarnContext(ctx, "sms cap: could not give back a count", "err", err)
-	}
 }
 
 // issueAnswer reads issue.lua's reply: a challenge or a refusal.
@@ -252,7 +237,7 @@ func (s *Service) deliver(ctx context.Context, in issuing, ch Challenge, to, cod
 // send delivers the code, or says why not.
 func (s *Service) send(ctx context.Context, company string, ch Challenge, to, code string, sms smsCount) (*Refusal, string) {
 	if ch.Channel == SMS {
-		over, err := sms.n > int64(s.cfg.SMSPerCompanyPerHour), sms.err
+		over, err := sms.over, sms.err
 		if !sms.taken {
 			over, err = s.smsOverCap(ctx, company)
 		}
@@ -292,10 +277,6 @@ func (s *Service) send(ctx context.Context, company string, ch Challenge, to, co
 // smsOverCap counts an SMS against the company's hourly cap, for an SMS
 // the issue did not count already.
 func (s *Service) smsOverCap(ctx context.Context, company string) (bool, error) {
-	key := smsKey(company, s.Now().Unix()/3600)
-	n, err := smsCapScript.Run(ctx, s.Redis, []string{key}, int64(smsCapTTL/time.Second)).Int64()
-	if err != nil {
-		return false, err
-	}
-	return n > int64(s.cfg.SMSPerCompanyPerHour), nil
+	ok, err := s.useSMS(ctx, s.reserveSMS(ctx, nil, company))
+	return !ok && err == nil, err
 }
