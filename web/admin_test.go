@@ -353,7 +353,8 @@ func TestAdminAuditLoadOlderAndCSV(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the CSV does not parse: %v\n%s", err, raw)
 	}
-	header := []string{"Time (UTC)", "User id", "User", "Target id", "Target", "Action", "App", "Details"}
+	// The server's export (GET /audit/export): its columns, oldest first.
+	header := []string{"User", "Action", "Time (UTC)", "App", "Target", "Details", "User id", "Target id", "Event id", "Category"}
 	if !slices.Equal(records[0], header) {
 		t.Errorf("header = %q, want %q", records[0], header)
 	}
@@ -362,18 +363,22 @@ func TestAdminAuditLoadOlderAndCSV(t *testing.T) {
 		t.Fatalf("the CSV has %d rows, the API %d", len(rows), len(log))
 	}
 	for i, n := range log {
-		r := rows[i]
+		r := rows[len(rows)-1-i]
 		target := ""
 		if n.TargetUser != nil {
 			target = n.TargetUser.ID
 		}
-		if r[0] != n.CreatedAt || r[1] != n.Actor.ID || r[3] != target || r[5] != "User created" {
-			t.Errorf("CSV row %d = %q, API event %+v", i, r, n)
+		id := n.ID // as a spreadsheet must show it: an id may start with -
+		if strings.HasPrefix(id, "-") {
+			id = "'" + id
+		}
+		if r[1] != "USER_CREATED" || r[2] != n.CreatedAt || r[6] != n.Actor.ID || r[7] != target || r[8] != id {
+			t.Errorf("CSV row %d = %q, API event %+v", len(rows)-1-i, r, n)
 		}
 	}
-	last := rows[len(rows)-1] // the oldest: mallory
-	if last[3] != "mallory" || last[4] != "'"+evil {
-		t.Errorf("mallory's row = %q: the display name must be neutralised as '%s", last, evil)
+	first := rows[0] // the oldest: mallory
+	if first[7] != "mallory" || first[4] != "'"+evil {
+		t.Errorf("mallory's row = %q: the display name must be neutralised as '%s", first, evil)
 	}
 	if !bytes.Contains(raw, []byte("\r\n")) {
 		t.Error("the CSV's lines do not end with CRLF")

@@ -364,8 +364,8 @@ func enumList[T ~string](values []T) string {
 	return strings.Join(s, ", ")
 }
 
-// csvHeader is the console's column names (web/admin/csv.js) in the
-// order the seed's Audit log shows them, then the ids. Action, App and
+// csvHeader is the column names, in the order the console's Audit log
+// shows them, then the ids. The console's Download CSV saves this file. Action, App and
 // Category are the API's enum values.
 var csvHeader = []string{"User", "Action", "Time (UTC)", "App", "Target", "Details", "User id", "Target id", "Event id", "Category"}
 
@@ -378,13 +378,12 @@ type csvRows struct {
 
 func newCSVRows(w io.Writer, id func(audit.Event) string) rowEncoder {
 	cw := csv.NewWriter(w)
-	cw.UseCRLF = true // RFC 4180, as the console's download
+	cw.UseCRLF = true // RFC 4180
 	return &csvRows{w: cw, raw: w, id: id, record: make([]string, len(csvHeader))}
 }
 
 func (c *csvRows) begin() error {
-	// A byte order mark, as the console's file has: spreadsheets then
-	// read the names as UTF-8.
+	// A byte order mark: spreadsheets then read the names as UTF-8.
 	if _, err := io.WriteString(c.raw, "\ufeff"); err != nil {
 		return err
 	}
@@ -415,9 +414,9 @@ func (c *csvRows) flush() error {
 // would not take for a row. The aborted transfer says it.
 func (c *csvRows) fail(string) {}
 
-// neutralise keeps a spreadsheet from running a cell as a formula, as the
-// console's neutralise does: a cell starting with = + - @, a tab or a
-// carriage return gets a leading quote.
+// neutralise keeps a spreadsheet from running a cell as a formula: a
+// cell starting with = + - @, a tab or a carriage return gets a leading
+// quote.
 func neutralise(v string) string {
 	if v != "" && strings.IndexByte("=+-@\t\r", v[0]) >= 0 {
 		return "'" + v

@@ -49,6 +49,34 @@ export function createClient({ endpoint, token, on }) {
       if (body.errors && body.errors.length) throw new GraphQLRequestError(body.errors, res.status);
       return body.data;
     },
+    // download GETs path on the endpoint's server with the token and
+    // resolves with the body; an error answer rejects as request does, and
+    // so does a transfer the server cut off (a failed export).
+    async download(path) {
+      const url = new URL(path, new URL(endpoint, location.href));
+      let res;
+      try {
+        res = await fetch(url, { headers: auth });
+      } catch (e) {
+        throw new GraphQLRequestError([{ message: 'the service cannot be reached', extensions: { code: 'NETWORK' } }], 0);
+      }
+      if (!res.ok) {
+        let body = null;
+        try {
+          body = await res.json();
+        } catch {
+          // not the service's JSON error
+        }
+        const errors = body && body.errors && body.errors.length ? body.errors
+          : [{ message: 'unexpected answer (HTTP ' + res.status + ')', extensions: { code: 'BAD_RESPONSE' } }];
+        throw new GraphQLRequestError(errors, res.status);
+      }
+      try {
+        return await res.blob();
+      } catch {
+        throw new GraphQLRequestError([{ message: 'the download was cut off', extensions: { code: 'NETWORK' } }], res.status);
+      }
+    },
     // subscribe runs one subscription; sink gets next(data), error(err)
     // and complete(). The socket does not retry on its own: a caller that
     // resumes must resubscribe from its last cursor, or it would replay.
