@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
@@ -88,23 +87,13 @@ func runAuditRetention(args []string, out io.Writer) error {
 }
 
 func runAuditVerify(args []string, out, errOut io.Writer) error {
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	fs.SetOutput(errOut)
+	fs := commandFlags("audit verify", auditUsage, out, errOut)
 	company := fs.String("company", "", "the company id (required)")
 	from := fs.String("from", "", "check rows created at or after this RFC 3339 time (default: the start)")
 	to := fs.String("to", "", "check rows created before this RFC 3339 time (default: the end)")
 	category := fs.String("category", "", "SETTINGS or AUTHENTICATION (default: both)")
-	fs.Usage = func() {
-		fmt.Fprint(out, auditUsage+"\nFlags:\n")
-		fs.SetOutput(out)
-		fs.PrintDefaults()
-		fs.SetOutput(errOut)
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("audit verify: unexpected argument %q (see audit verify --help)", fs.Arg(0))
 	}
 	w, err := auditWindow(*company, *from, *to, *category)
 	if err != nil {

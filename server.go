@@ -471,28 +471,56 @@ In embedded mode (no DATABASE_URL) it prints an admin token for company
 Configuration is read from the environment: see README.md, "Configuration".
 `
 
-func runToken(args []string, out, errOut io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+const tokenUsage = `Usage: twofactor token [flags]
+
+Prints a caller token signed with the server's secret: AUTH_JWT_SECRET, or in
+embedded mode DATA_DIR/auth_jwt_secret. Run it where the server runs, with the
+same environment, or the server will reject the token.
+`
+
+// commandFlags is a command's flag set: errors go to errOut, and --help
+// prints usage and the flags to out.
+func commandFlags(name, usage string, out, errOut io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(errOut)
+	fs.Usage = func() {
+		fmt.Fprint(out, usage)
+		if hasFlags(fs) {
+			fmt.Fprint(out, "\nFlags:\n")
+			fs.SetOutput(out)
+			fs.PrintDefaults()
+			fs.SetOutput(errOut)
+		}
+	}
+	return fs
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// parseFlags parses args; a command takes flags only, no arguments.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q (see %s --help)", fs.Name(), fs.Arg(0), fs.Name())
+	}
+	return nil
+}
+
+func runToken(args []string, out, errOut io.Writer) error {
+	fs := commandFlags("token", tokenUsage, out, errOut)
 	company := fs.String("company", demo.Company, "company id")
 	role := fs.String("role", "admin", "admin, service or user")
 	sub := fs.String("sub", "admin", "the caller's user id")
 	name := fs.String("name", "", "display name for the audit log")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
-	fs.Usage = func() {
-		fmt.Fprint(out, "Usage: twofactor token [flags]\n\n"+
-			"Prints a caller token signed with the server's secret: AUTH_JWT_SECRET, or in\n"+
-			"embedded mode DATA_DIR/auth_jwt_secret. Run it where the server runs, with the\n"+
-			"same environment, or the server will reject the token.\n\nFlags:\n")
-		fs.SetOutput(out)
-		fs.PrintDefaults()
-		fs.SetOutput(errOut)
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("token: unexpected argument %q (see token --help)", fs.Arg(0))
 	}
 	if !auth.Role(*role).Valid() {
 		return fmt.Errorf("token: --role must be admin, service or user, not %q", *role)
@@ -522,14 +550,8 @@ func runToken(args []string, out, errOut io.Writer) error {
 }
 
 func runServe(args []string, out, errOut io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(errOut)
-	fs.Usage = func() { fmt.Fprint(out, serveUsage) }
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(commandFlags("serve", serveUsage, out, errOut), args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("serve takes no arguments; configuration is environment variables (see serve --help)")
 	}
 	cfg, err := loadConfig()
 	if err != nil {

@@ -442,7 +442,7 @@ func TestCommands(t *testing.T) {
 		{[]string{"token", "--help"}, 0, "-company", ""},
 		{[]string{"token", "--role", "boss"}, 1, "", "--role must be admin, service or user"},
 		{[]string{"token", "extra"}, 1, "", "unexpected argument"},
-		{[]string{"serve", "extra"}, 1, "", "serve takes no arguments"},
+		{[]string{"serve", "extra"}, 1, "", `serve: unexpected argument "extra" (see serve --help)`},
 		{[]string{"bogus"}, 1, "", `unknown command "bogus"`},
 		{[]string{"token"}, 0, "eyJ", "warning: no secret was configured, so a new one was created"},
 		{[]string{"token"}, 0, "eyJ", ""}, // the secret exists now: no warning
