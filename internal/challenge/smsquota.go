@@ -37,6 +37,13 @@ var smsCapScript = redis.NewScript(`local n = redis.call('INCRBY', KEYS[1], ARGV
 if n == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n`)
 
+// smsGiveBackScript returns ARGV[1] units to a counter that still
+// exists: on an expired one the DECRBY would start the hour below zero.
+var smsGiveBackScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('DECRBY', KEYS[1], ARGV[1])
+end
+return 0`)
+
 // smsQuota is the units this instance holds, per company, for one hour.
 type smsQuota struct {
 	mu   sync.Mutex
@@ -45,19 +52,22 @@ type smsQuota struct {
 	seen map[string]int64 // company → the counter after its last reservation
 }
 
-// resetLocked starts hour's table; q.mu is held.
-func (q *smsQuota) resetLocked(hour int64) {
-	if q.hour != hour || q.held == nil {
+// currentLocked starts hour's table if hour is later than the table's,
+// and reports whether hour is the table's; q.mu is held. A late call for
+// a past hour (an issue that read the clock before it turned) must not
+// throw the current hour's units away.
+func (q *smsQuota) currentLocked(hour int64) bool {
+	if q.held == nil || hour > q.hour {
 		q.hour, q.held, q.seen = hour, map[string]int{}, map[string]int64{}
 	}
+	return hour == q.hour
 }
 
 // take uses one held unit of company's, if there is one.
 func (q *smsQuota) take(company string, hour int64) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.resetLocked(hour)
-	if q.held[company] == 0 {
+	if !q.currentLocked(hour) || q.held[company] == 0 {
 		return false
 	}
 	q.held[company]--
@@ -65,25 +75,27 @@ func (q *smsQuota) take(company string, hour int64) bool {
 }
 
 // give holds n more units (a block's rest, or a unit an issue did not
-// use). Units of an hour that has passed are dropped.
-func (q *smsQuota) give(company string, hour int64, n int) {
+// use). Units of an hour that has passed are dropped: that hour's cap no
+// longer matters. It reports false when the table is full and the units
+// were not kept.
+func (q *smsQuota) give(company string, hour int64, n int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.resetLocked(hour)
-	if n <= 0 || q.hour != hour {
-		return
+	if n <= 0 || !q.currentLocked(hour) {
+		return true
 	}
-	if _, ok := q.held[company]; ok || len(q.held) < quotaMaxCompanies {
-		q.held[company] += n
+	if _, ok := q.held[company]; !ok && len(q.held) >= quotaMaxCompanies {
+		return false
 	}
+	q.held[company] += n
+	return true
 }
 
 // block is how many units to reserve next for company.
 func (q *smsQuota) block(company string, hour int64, limit int) int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.resetLocked(hour)
-	if _, ok := q.held[company]; !ok && len(q.held) >= quotaMaxCompanies {
+	if _, ok := q.held[company]; !q.currentLocked(hour) || (!ok && len(q.held) >= quotaMaxCompanies) {
 		return 1
 	}
 	return min(quotaMaxBlock, max(1, (int64(limit)-q.seen[company])/quotaShare))
@@ -93,8 +105,7 @@ func (q *smsQuota) block(company string, hour int64, limit int) int64 {
 // and returns how many of them are within the cap.
 func (q *smsQuota) reserved(company string, hour int64, limit int, b, n int64) int {
 	q.mu.Lock()
-	q.resetLocked(hour)
-	if _, ok := q.seen[company]; ok || len(q.seen) < quotaMaxCompanies {
+	if _, ok := q.seen[company]; q.currentLocked(hour) && (ok || len(q.seen) < quotaMaxCompanies) {
 		q.seen[company] = max(q.seen[company], n)
 	}
 	q.mu.Unlock()
@@ -139,7 +150,21 @@ func (s *Service) granted(ctx context.Context, u smsUnit) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("sms cap: %w", err)
 	}
-	return s.quota.reserved(u.company, u.hour, s.cfg.SMSPerCompanyPerHour, u.block, n), nil
+	got := s.quota.reserved(u.company, u.hour, s.cfg.SMSPerCompanyPerHour, u.block, n)
+	if excess := int(u.block) - got; excess > 0 {
+		// Past the cap: what nobody got goes back, or it would swallow
+		// the units that refused issues give back later.
+		s.giveBack(ctx, u, excess)
+	}
+	return got, nil
+}
+
+// giveBack returns n of u's units to the counter.
+func (s *Service) giveBack(ctx context.Context, u smsUnit, n int) {
+	err := smsGiveBackScript.Run(context.WithoutCancel(ctx), s.Redis, []string{smsKey(u.company, u.hour)}, n).Err()
+	if err != nil {
+		s.Logger.WarnContext(ctx, "sms cap: could not give units back", "err", err)
+	}
 }
 
 // useSMS spends the unit on this issue's SMS: false when the cap is
@@ -158,7 +183,16 @@ func (s *Service) unuseSMS(ctx context.Context, u smsUnit) {
 	if !u.local && (u.cmd == nil || u.cmd.Err() != nil) {
 		return // nothing was reserved
 	}
-	if got, err := s.granted(ctx, u); err == nil {
-		s.quota.give(u.company, u.hour, got)
+	got, err := s.granted(ctx, u)
+	if err != nil || got == 0 {
+		return
 	}
+	// A unit reserved alone (near the cap, or past the table's bound) goes
+	// back to the counter, where any instance can use it: held here, a
+	// cap of 1 would be spent by one locked user's refusal, and past the
+	// bound a user refused again and again would burn the cap.
+	if (u.local || u.block > 1) && s.quota.give(u.company, u.hour, got) {
+		return
+	}
+	s.giveBack(ctx, u, got)
 }
