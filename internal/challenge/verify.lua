@@ -23,11 +23,18 @@
 local keptField = 'rp:' .. ARGV[10]
 local ch = redis.call('HMGET', KEYS[1], 'st', 'h', 'exp', 'ch', 'tn', keptField)
 if ch[6] then return cjson.decode(ch[6]) end
-local function keep(reply)
+-- keep stores the reply, and sets the challenge's status st to newStatus
+-- (if given) in the same command; a new status also drops the code's hmac.
+local function keep(reply, newStatus)
   for i, v in ipairs(reply) do
     if type(v) == 'number' then reply[i] = string.format('%d', v) end
   end
-  redis.call('HSET', KEYS[1], keptField, cjson.encode(reply))
+  if newStatus then
+    redis.call('HSET', KEYS[1], 'st', newStatus, keptField, cjson.encode(reply))
+    redis.call('HDEL', KEYS[1], 'h')
+  else
+    redis.call('HSET', KEYS[1], keptField, cjson.encode(reply))
+  end
   return reply
 end
 
@@ -39,11 +46,13 @@ local status, stored, expires = ch[1], ch[2], tonumber(ch[3] or '0')
 local channel, targetName = ch[4] or '', ch[5] or ''
 if not status then return {'NOT_FOUND', 0, 0, 0, ''} end
 
-local lockedUntil = tonumber(redis.call('GET', KEYS[3]) or '0')
+-- The lock and the failure count in one command (the same slot).
+local counters = redis.call('MGET', KEYS[3], KEYS[4])
+local lockedUntil = tonumber(counters[1] or '0')
 if lockedUntil > now then return {'LOCKED', 0, lockedUntil, 0, channel} end
 if status == 'APPROVED' then return {'ALREADY_USED', 0, 0, 0, channel} end
 
-local failures = tonumber(redis.call('GET', KEYS[4]) or '0')
+local failures = tonumber(counters[2] or '0')
 -- The tries left before the next lock.
 local function remaining()
   return math.max(math.min(maxFailures - failures % maxFailures, maxConsec - failures), 0)
@@ -51,10 +60,6 @@ end
 local function event(uid, action, ...)
   redis.call('XADD', KEYS[5], '*', 'v', '1', 'uid', uid, 'at', ARGV[1], 'action', action,
     'hdr', ARGV[11], 'tn', targetName, 's:challengeId', id, 's:channel', channel, ...)
-end
-local function void()
-  redis.call('HSET', KEYS[1], 'st', 'EXPIRED')
-  redis.call('HDEL', KEYS[1], 'h')
 end
 
 -- A challenge that locked, once the lock is over, is just a rejected code.
@@ -64,37 +69,31 @@ if status ~= 'PENDING' then return {status, remaining(), 0, 0, channel} end
 -- A newer code voids this one, and so does the end of its login.
 local login = redis.call('HMGET', KEYS[2], 'cur', 'start')
 if login[1] ~= id then
-  void()
   event(ARGV[10], 'CODE_EXPIRED', 's:reason', 'superseded')
-  return keep({'EXPIRED', remaining(), 0, 1, channel})
+  return keep({'EXPIRED', remaining(), 0, 1, channel}, 'EXPIRED')
 end
 if now - tonumber(login[2] or '0') >= window then
-  void()
   event(ARGV[10], 'CODE_EXPIRED', 's:reason', 'expired')
-  return keep({'EXPIRED', remaining(), 0, 1, channel})
+  return keep({'EXPIRED', remaining(), 0, 1, channel}, 'EXPIRED')
 end
 if now >= expires then
   -- Expiry is unsuccessful (email becomes available) but not a wrong code.
-  void()
   redis.call('HSET', KEYS[2], 'email', 1, 'last', 0)
   event(ARGV[10], 'CODE_EXPIRED', 's:reason', 'expired')
-  return keep({'EXPIRED', remaining(), 0, 1, channel})
+  return keep({'EXPIRED', remaining(), 0, 1, channel}, 'EXPIRED')
 end
 
--- Compare every byte: no early exit on the first difference.
+-- Compare the two HMACs' digests (one C call each), so the time taken
+-- tells nothing of how much of the HMACs match; a Lua loop over their 64
+-- bytes cost as much as the rest of the script.
 local diff = 0
-if #given ~= #stored then diff = 1 end
-for i = 1, #stored do
-  if string.byte(given, i) ~= string.byte(stored, i) then diff = diff + 1 end
-end
+if redis.sha1hex(given) ~= redis.sha1hex(stored) then diff = 1 end
 
 if diff == 0 then
   local left = remaining()
-  redis.call('HSET', KEYS[1], 'st', 'APPROVED')
-  redis.call('HDEL', KEYS[1], 'h')
   redis.call('DEL', KEYS[2], KEYS[4])
   event(ARGV[10], 'CODE_VERIFIED')
-  return keep({'APPROVED', left, 0, 1, channel})
+  return keep({'APPROVED', left, 0, 1, channel}, 'APPROVED')
 end
 
 failures = redis.call('INCR', KEYS[4])
@@ -123,11 +122,9 @@ else
   redis.call('SET', KEYS[3], lockedUntil, 'PX', d)
   untilMs = lockedUntil
 end
-redis.call('HSET', KEYS[1], 'st', 'LOCKED')
-redis.call('HDEL', KEYS[1], 'h')
 redis.call('DEL', KEYS[2])
 local flag = '0'
 if indefinite then flag = '1' end
 event(ARGV[10] .. '.lock', 'FAILED_ATTEMPTS_LIMIT_REACHED', 'i:failedAttempts', failures,
   't:lockedUntil', untilMs, 'b:lockedIndefinitely', flag)
-return keep({'LOCKED', 0, lockedUntil, 2, channel})
+return keep({'LOCKED', 0, lockedUntil, 2, channel}, 'LOCKED')

@@ -91,27 +91,13 @@ func (c *Cache) unlock() {
 // at a time per company and generation. What it returns is shared with
 // other readers: read it, never change it.
 func (c *Cache) Get(ctx context.Context, company string) (Settings, error) {
-	c.mu.Lock()
-	if !c.live {
-		c.mu.Unlock()
+	s, hit, gen, live := c.lookup(company)
+	switch {
+	case !live:
 		return c.load(ctx, company)
-	}
-	e, found := c.entries.Get(company)
-	if found && e.ok {
-		s := e.s
-		c.mu.Unlock()
+	case hit:
 		return s, nil
 	}
-	if !found {
-		e = &entry{}
-		c.entries.Add(company, e)
-	}
-	gen := e.gen
-	c.unlock()
-	if !found && c.watch != nil {
-		c.startWatch(company, e)
-	}
-
 	v, err, _ := c.group.Do(company+"\x00"+strconv.FormatUint(gen, 10), func() (any, error) {
 		s, err := c.load(ctx, company)
 		if err == nil {
@@ -123,6 +109,47 @@ func (c *Cache) Get(ctx context.Context, company string) (Settings, error) {
 		return Settings{}, err
 	}
 	return v.(Settings), nil
+}
+
+// lookup returns company's settings if cached. On a miss while live it
+// makes the company's entry (watching its notices before any load) and
+// returns the generation a load must match to be kept.
+func (c *Cache) lookup(company string) (s Settings, hit bool, gen uint64, live bool) {
+	c.mu.Lock()
+	if !c.live {
+		c.mu.Unlock()
+		return Settings{}, false, 0, false
+	}
+	e, found := c.entries.Get(company)
+	if found && e.ok {
+		s := e.s
+		c.mu.Unlock()
+		return s, true, 0, true
+	}
+	if !found {
+		e = &entry{}
+		c.entries.Add(company, e)
+	}
+	gen = e.gen
+	c.unlock()
+	if !found && c.watch != nil {
+		c.startWatch(company, e)
+	}
+	return Settings{}, false, gen, true
+}
+
+// Miss tells whether a read of company's settings would load them, and
+// then returns fill, which keeps settings the caller read itself, with
+// its own data in one statement, by the rules of a load: fill keeps
+// nothing if a notice of a change (or this instance's own Put) came since
+// Miss, or the cache went dark. A cache that is dark misses nothing:
+// reads go to the database anyway, and nothing would be kept.
+func (c *Cache) Miss(company string) (fill func(Settings), miss bool) {
+	_, hit, gen, live := c.lookup(company)
+	if hit || !live {
+		return nil, false
+	}
+	return func(s Settings) { c.store(company, gen, s) }, true
 }
 
 // startWatch subscribes to company's notices for entry e. A notice that

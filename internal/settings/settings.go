@@ -120,6 +120,28 @@ func (s *Service) ForCompany(ctx context.Context, company string) (Settings, err
 	return set, nil
 }
 
+// FillOnMiss is for a caller about to read company's data anyway (an
+// issue reads the user): when the cache misses the company's settings it
+// returns fill, to keep the settings row the caller read joined with its
+// own (one statement instead of two); fill keeps it by the cache's rules
+// (Cache.Miss). Nil when there is no cache, it holds the company, or it
+// is dark. A row of another company, or none (the zero row of an outer
+// join: defaults not created yet), is not kept.
+func (s *Service) FillOnMiss(company string) func(models.CompanySettings) {
+	if s.cache == nil {
+		return nil
+	}
+	fill, miss := s.cache.Miss(company)
+	if !miss {
+		return nil
+	}
+	return func(r models.CompanySettings) {
+		if r.CompanyID == company && r.DeliveryMethod != "" {
+			fill(fromRow(r))
+		}
+	}
+}
+
 // DefaultsIn returns a company's settings inside the caller's transaction
 // tx, creating the defaults on first use. The row stays share-locked until
 // tx ends, so on PostgreSQL a concurrent change of the settings commits

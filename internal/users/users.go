@@ -185,6 +185,11 @@ func (s *Service) Get(ctx context.Context, c auth.Caller, id string) (User, erro
 // ByID returns a user of company, for services acting on the company's
 // behalf after their own access checks.
 func (s *Service) ByID(ctx context.Context, company, id string) (User, error) {
+	if f, ok := s.defaults.(settingsFiller); ok {
+		if fill := f.FillOnMiss(company); fill != nil {
+			return s.byIDWithSettings(ctx, company, id, fill)
+		}
+	}
 	var row models.User
 	err := s.db.WithContext(ctx).Where("company_id = ? AND id = ?", company, id).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
