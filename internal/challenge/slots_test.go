@@ -20,38 +20,13 @@ import (
 	"github.com/twofactor/service/internal/users"
 )
 
-// crc16 is CRC16-XMODEM, the checksum Redis Cluster hashes keys with.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
-
-// slot is the Cluster slot of key: the part between the first '{' and
-// the next '}' when that is not empty, else the whole key.
-func slot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key) % 16384)
-}
+var slot = testenv.Slot
 
 // TestSlotFunction checks crc16 and slot against the Cluster
 // specification's own examples.
 func TestSlotFunction(t *testing.T) {
-	if got := crc16("123456789"); got != 0x31C3 {
-		t.Fatalf("crc16(123456789) = %#x, want 0x31c3", got)
+	if got := testenv.CRC16("123456789"); got != 0x31C3 {
+		t.Fatalf("testenv.CRC16(123456789) = %#x, want 0x31c3", got)
 	}
 	for _, tc := range []struct {
 		key  string
@@ -71,7 +46,7 @@ func TestSlotFunction(t *testing.T) {
 	}
 }
 
-func slot2(s string) int { return int(crc16(s) % 16384) }
+func slot2(s string) int { return int(testenv.CRC16(s) % 16384) }
 
 // scriptKeys records the KEYS of every script call, and the keys of the
 // multi-key commands, that go through a client.

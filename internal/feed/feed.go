@@ -57,8 +57,10 @@ const (
 // local subscribers. On a single server (or behind Sentinel) that is one
 // subscription for every company. On a Cluster it is sharded pub/sub
 // (SSUBSCRIBE, Redis 7), so a notice goes to the one shard that owns the
-// company's channel rather than to every node: one subscription per
-// watched company, since a go-redis subscription stays on one node.
+// company's channel rather than to every node. A go-redis subscription
+// stays on one node, and resubscribes all its channels in one command, so
+// companies' channels are grouped in buckets of one slot each: one
+// subscription per bucket, at most buckets, however many companies.
 type Hub struct {
 	rdb     redis.UniversalClient
 	sharded bool
@@ -66,17 +68,20 @@ type Hub struct {
 	log     *slog.Logger
 	opts    Options
 
-	mu        sync.Mutex
-	pss       map[string]*redis.PubSub // by shardKey
-	chans     map[string]*channel      // subscribed channels, by name
-	companies map[string]*company
-	waiters   map[string][]chan struct{} // channel → waiting for SUBSCRIBE confirmation
-	live      bool                       // every channel confirmed since the last break
-	onLive    []func(bool)
-	ctx       context.Context
-	cancel    context.CancelFunc
-	closed    bool
-	wg        sync.WaitGroup
+	mu          sync.Mutex
+	pss         map[string]*redis.PubSub // by shardKey
+	chans       map[string]*channel      // subscribed channels, by name
+	perShard    map[string]int           // how many of chans each shardKey carries
+	leaving     map[string]int           // channel → own SUNSUBSCRIBEs awaiting their reply
+	unconfirmed int                      // chans not confirmed
+	companies   map[string]*company
+	waiters     map[string][]chan struct{} // channel → waiting for SUBSCRIBE confirmation
+	live        bool                       // every channel confirmed since the last break
+	onLive      []func(bool)
+	ctx         context.Context
+	cancel      context.CancelFunc
+	closed      bool
+	wg          sync.WaitGroup
 }
 
 // NewHub returns a hub; it connects lazily, on the first subscriber.
@@ -94,7 +99,7 @@ func NewHub(rdb redis.UniversalClient, src Source, log *slog.Logger, opts Option
 	_, sharded := rdb.(*redis.ClusterClient)
 	return &Hub{rdb: rdb, sharded: sharded, src: src, log: log, opts: opts, ctx: ctx, cancel: cancel,
 		pss: map[string]*redis.PubSub{}, chans: map[string]*channel{}, companies: map[string]*company{},
-		waiters: map[string][]chan struct{}{}, live: true}
+		perShard: map[string]int{}, leaving: map[string]int{}, waiters: map[string][]chan struct{}{}, live: true}
 }
 
 // Notify tells every instance that company's log has a new row. It is
@@ -112,7 +117,7 @@ func (h *Hub) Notify(ctx context.Context, n audit.Notice) error {
 	if h.sharded {
 		publish = h.rdb.SPublish
 	}
-	if err := publish(ctx, channelPrefix+company, encodeNotice(id, n.SettingsChanged)).Err(); err != nil {
+	if err := publish(ctx, h.channel(company), encodeNotice(id, n.SettingsChanged)).Err(); err != nil {
 		return fmt.Errorf("publish audit notice: %w", err)
 	}
 	return nil

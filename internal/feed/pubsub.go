@@ -29,7 +29,7 @@ const (
 // pumps and for Watch callbacks alike. Guarded by Hub.mu.
 type channel struct {
 	refs      int
-	confirmed bool       // Redis confirmed the (re)subscription
+	confirmed bool       // Redis confirmed the (re)subscription; see confirmLocked
 	watchers  []*watcher // copy on write: the receive loop reads it unlocked
 }
 
@@ -61,7 +61,7 @@ func decodeNotice(company, payload string) audit.Notice {
 // Watch returns once Redis has confirmed the subscription, or once the
 // hub has reported through OnLive that notices may be missed.
 func (h *Hub) Watch(company string, fn func(audit.Notice)) (stop func()) {
-	ch := channelPrefix + company
+	ch := h.channel(company)
 	w := &watcher{fn: fn}
 	h.mu.Lock()
 	if h.closed {
@@ -128,12 +128,74 @@ func (h *Hub) setLive(live bool) {
 	}
 }
 
+// buckets is how many sharded subscriptions an instance holds on a
+// Cluster, however many companies it watches (the settings cache alone
+// watches up to 10,000). Notices are tiny, so spreading them over more
+// slots gains little; 16 spreads them over up to 16 masters for 16
+// connections and receive goroutines per instance, and a slot move or
+// failover resubscribes a sixteenth of the companies at a time.
+const buckets = 16
+
+// bucketTags are the hash tags of the buckets' channels. Redis hashes a
+// channel by its tag alone, so every channel of a bucket is in one slot:
+// one SSUBSCRIBE may carry them all, as go-redis's resubscribe after a
+// reconnect does. Tag i hashes near the middle of the i-th sixteenth of
+// the 16384 slots, so masters owning equal ranges (as redis-cli --cluster
+// create assigns them) share the buckets evenly. They are wire format:
+// every instance must name channels alike.
+var bucketTags = [buckets]string{
+	"{b00.133}", "{b01.324}", "{b02.207}", "{b03.7}", "{b04.147}", "{b05.350}", "{b06.273}", "{b07.27}",
+	"{b08.377}", "{b09.40}", "{b10.324}", "{b11.133}", "{b12.42}", "{b13.211}", "{b14.350}", "{b15.147}",
+}
+
+// bucketOf picks company's bucket with FNV-1a, which is the same in every
+// process (unlike maphash).
+func bucketOf(company string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(company); i++ {
+		h ^= uint32(company[i])
+		h *= 16777619
+	}
+	return int(h % buckets)
+}
+
+// channel names company's notice channel. A single server keeps the name
+// versions before buckets used, so rolling an upgrade there loses nothing.
+func (h *Hub) channel(company string) string {
+	if h.sharded {
+		return channelPrefix + bucketTags[bucketOf(company)] + ":" + company
+	}
+	return channelPrefix + company
+}
+
+// companyOf reads the company from a channel named by channel.
+func (h *Hub) companyOf(ch string) string {
+	rest := strings.TrimPrefix(ch, channelPrefix)
+	if h.sharded {
+		_, rest, _ = strings.Cut(rest, "}:")
+	}
+	return rest
+}
+
+// shardKey names the subscription that carries ch: its bucket's tag on a
+// Cluster, the one subscription on a single server.
+func (h *Hub) shardKey(ch string) string {
+	if !h.sharded {
+		return ""
+	}
+	rest := strings.TrimPrefix(ch, channelPrefix)
+	tag, _, _ := strings.Cut(rest, "}")
+	return tag + "}"
+}
+
 // refLocked counts one more user of ch; h.mu is held.
 func (h *Hub) refLocked(ch string) *channel {
 	c := h.chans[ch]
 	if c == nil {
 		c = &channel{}
 		h.chans[ch] = c
+		h.unconfirmed++
+		h.perShard[h.shardKey(ch)]++
 	}
 	c.refs++
 	return c
@@ -150,8 +212,28 @@ func (h *Hub) unrefLocked(ch string) {
 	if c.refs--; c.refs > 0 {
 		return
 	}
+	h.confirmLocked(c, true) // leaves the count of unconfirmed channels
 	delete(h.chans, ch)
+	key := h.shardKey(ch)
+	if h.perShard[key]--; h.perShard[key] == 0 {
+		delete(h.perShard, key)
+	}
 	h.unsubscribeLocked(ch)
+}
+
+// confirmLocked records whether Redis has confirmed c's subscription,
+// keeping count of those it has not, so no confirmation scans every
+// channel; h.mu is held.
+func (h *Hub) confirmLocked(c *channel, ok bool) {
+	if c.confirmed == ok {
+		return
+	}
+	c.confirmed = ok
+	if ok {
+		h.unconfirmed--
+	} else {
+		h.unconfirmed++
+	}
 }
 
 // acquire subscribes to ch for one more user and waits for Redis to
@@ -173,37 +255,64 @@ func (h *Hub) release(ch string) {
 	h.unrefLocked(ch)
 }
 
-// unsubscribeLocked drops the subscription to ch; h.mu is held. A
-// Cluster's per-company subscription is closed, which also wakes a
-// SUBSCRIBE still waiting for its confirmation.
+// unsubscribeLocked drops the subscription to ch; h.mu is held. On a
+// Cluster the bucket's subscription is closed with its last channel, and
+// a SUBSCRIBE still waiting for ch's confirmation is woken.
 func (h *Hub) unsubscribeLocked(ch string) {
 	key := h.shardKey(ch)
 	ps := h.pss[key]
 	if ps == nil || h.closed {
 		return
 	}
+	var err error
 	if h.sharded {
-		delete(h.pss, key)
-		_ = ps.Close()
 		for _, w := range h.waiters[ch] {
 			close(w)
 		}
 		delete(h.waiters, ch)
-		return
+		if h.perShard[key] == 0 {
+			delete(h.pss, key)
+			h.forgetLeavingLocked(key)
+			_ = ps.Close()
+			return
+		}
+		// Its reply must not be taken for the server dropping the slot.
+		h.leaving[ch]++
+		err = h.sunsubscribe(ps, ch)
+		if err != nil {
+			h.unleaveLocked(ch)
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		err = ps.Unsubscribe(ctx, ch)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := ps.Unsubscribe(ctx, ch); err != nil {
+	if err != nil {
 		h.log.Warn("unsubscribe audit feed", "channel", ch, "err", err)
 	}
 }
 
-// shardKey names the subscription that carries ch.
-func (h *Hub) shardKey(ch string) string {
-	if h.sharded {
-		return ch
+func (h *Hub) sunsubscribe(ps *redis.PubSub, ch string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return ps.SUnsubscribe(ctx, ch)
+}
+
+// unleaveLocked takes back one SUNSUBSCRIBE of ch awaiting its reply.
+func (h *Hub) unleaveLocked(ch string) {
+	if h.leaving[ch]--; h.leaving[ch] <= 0 {
+		delete(h.leaving, ch)
 	}
-	return ""
+}
+
+// forgetLeavingLocked drops the SUNSUBSCRIBEs awaiting a reply on the
+// bucket's subscription: it was closed or broke, so none will come.
+func (h *Hub) forgetLeavingLocked(key string) {
+	for ch := range h.leaving {
+		if h.shardKey(ch) == key {
+			delete(h.leaving, ch)
+		}
+	}
 }
 
 // subscribe adds ch to the hub's Redis subscription for it and waits
@@ -212,23 +321,27 @@ func (h *Hub) shardKey(ch string) string {
 // again on its next connection.
 func (h *Hub) subscribe(ch string, timeout time.Duration) error {
 	wait := make(chan struct{})
+	key := h.shardKey(ch)
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		return ErrShutdown
 	}
 	h.waiters[ch] = append(h.waiters[ch], wait)
-	ps := h.pss[h.shardKey(ch)]
+	ps := h.pss[key]
 	fresh := ps == nil
 	if fresh {
-		ps = h.openLocked(ch)
+		ps = h.openLocked(key)
 	}
 	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(h.ctx, timeout)
 	defer cancel()
 	err := h.joinChannel(ctx, ps, ch)
 	if fresh && h.sharded {
-		h.startReceive(ps)
+		h.startReceive(ps, key)
+	}
+	if errors.Is(err, redis.ErrClosed) && h.replaced(key, ps) {
+		err = nil // the bucket moved: its new subscription carries ch
 	}
 	if err == nil {
 		select {
@@ -248,9 +361,18 @@ func (h *Hub) subscribe(ch string, timeout time.Duration) error {
 	return fmt.Errorf("subscribe to audit feed: %w", err)
 }
 
-// openLocked starts the subscription that will carry ch, and the
-// goroutine that reads it; h.mu is held.
-func (h *Hub) openLocked(ch string) *redis.PubSub {
+// replaced reports whether the hub, still open, now carries key's
+// channels on a subscription other than ps.
+func (h *Hub) replaced(key string, ps *redis.PubSub) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cur := h.pss[key]
+	return !h.closed && cur != nil && cur != ps
+}
+
+// openLocked starts the subscription that will carry key's channels, and
+// on a single server the goroutine that reads it; h.mu is held.
+func (h *Hub) openLocked(key string) *redis.PubSub {
 	var ps *redis.PubSub
 	if h.sharded {
 		// Empty: its connection goes to the node that owns the first
@@ -259,9 +381,9 @@ func (h *Hub) openLocked(ch string) *redis.PubSub {
 	} else {
 		ps = h.rdb.Subscribe(h.ctx)
 	}
-	h.pss[h.shardKey(ch)] = ps
+	h.pss[key] = ps
 	if !h.sharded {
-		h.startReceive(ps)
+		h.startReceive(ps, key)
 	}
 	return ps
 }
@@ -269,9 +391,9 @@ func (h *Hub) openLocked(ch string) *redis.PubSub {
 // startReceive reads ps until it closes. A Cluster subscription is read
 // only once SSUBSCRIBE has connected it: a Receive before that would
 // connect to a random node, which refuses the channel with MOVED.
-func (h *Hub) startReceive(ps *redis.PubSub) {
+func (h *Hub) startReceive(ps *redis.PubSub, key string) {
 	h.wg.Add(1)
-	go h.receive(ps)
+	go h.receive(ps, key)
 }
 
 func (h *Hub) joinChannel(ctx context.Context, ps *redis.PubSub, ch string) error {
@@ -284,8 +406,11 @@ func (h *Hub) joinChannel(ctx context.Context, ps *redis.PubSub, ch string) erro
 // receive reads one Redis subscription. After a connection loss go-redis
 // resubscribes (on a Cluster, on the slot's owner once the client has
 // reloaded the slot map); every watched company is then read at once,
-// since notices may have been lost meanwhile.
-func (h *Hub) receive(ps *redis.PubSub) {
+// since notices may have been lost meanwhile. An error reply on a Cluster
+// (MOVED: the subscription sits on a node that no longer owns the slot)
+// is not a connection loss, so go-redis stays put: the bucket is
+// subscribed anew on the slot's owner.
+func (h *Hub) receive(ps *redis.PubSub, key string) {
 	defer h.wg.Done()
 	for {
 		msg, err := ps.Receive(h.ctx)
@@ -293,17 +418,21 @@ func (h *Hub) receive(ps *redis.PubSub) {
 			if h.ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 				return
 			}
-			h.interrupted(ps, err)
+			h.interrupted(ps, key, err)
 			select {
 			case <-time.After(200 * time.Millisecond):
 			case <-h.ctx.Done():
 				return
 			}
+			var reply redis.Error
+			if h.sharded && errors.As(err, &reply) {
+				h.resubscribe(ps, key)
+			}
 			continue
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			h.subscription(ps, m)
+			h.subscription(ps, key, m)
 		case *redis.Message:
 			h.message(m)
 		}
@@ -313,25 +442,37 @@ func (h *Hub) receive(ps *redis.PubSub) {
 // interrupted handles a broken subscription: its channels are no longer
 // confirmed, notices may be lost until go-redis subscribes again, and
 // every watched company is read now.
-func (h *Hub) interrupted(ps *redis.PubSub, err error) {
+func (h *Hub) interrupted(ps *redis.PubSub, key string, err error) {
 	h.log.Warn("audit feed subscription interrupted", "err", err)
 	if cc, ok := h.rdb.(*redis.ClusterClient); ok {
 		cc.ReloadState(h.ctx) // the master may have moved
 	}
 	h.mu.Lock()
-	for name, c := range h.chans {
-		if h.pss[h.shardKey(name)] == ps {
-			c.confirmed = false
-		}
+	if h.pss[key] == ps {
+		h.unconfirmKeyLocked(key)
+		h.forgetLeavingLocked(key)
 	}
 	h.mu.Unlock()
 	h.setLive(false)
 	h.pokeAll()
 }
 
+// unconfirmKeyLocked marks key's channels unconfirmed and returns their
+// names; h.mu is held.
+func (h *Hub) unconfirmKeyLocked(key string) []string {
+	var names []string
+	for name, c := range h.chans {
+		if h.shardKey(name) == key {
+			h.confirmLocked(c, false)
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
 // message hands a notice to the channel's watchers and wakes its pump.
 func (h *Hub) message(m *redis.Message) {
-	name := strings.TrimPrefix(m.Channel, channelPrefix)
+	name := h.companyOf(m.Channel)
 	h.mu.Lock()
 	co := h.companies[name]
 	var ws []*watcher
@@ -351,20 +492,25 @@ func (h *Hub) message(m *redis.Message) {
 }
 
 // subscription handles Redis's confirmations and, on a Cluster, the
-// SUNSUBSCRIBE a node sends when the channel's slot leaves it (a
-// failover or a slot move).
-func (h *Hub) subscription(ps *redis.PubSub, m *redis.Subscription) {
+// SUNSUBSCRIBEs: replies to the hub's own, or the server's when the
+// bucket's slot leaves the node (a failover or a slot move). ps is the
+// subscription of key that m came on; one since replaced is ignored.
+func (h *Hub) subscription(ps *redis.PubSub, key string, m *redis.Subscription) {
 	switch m.Kind {
 	case "subscribe", "ssubscribe":
 		h.mu.Lock()
+		if h.pss[key] != ps {
+			h.mu.Unlock()
+			return
+		}
 		for _, w := range h.waiters[m.Channel] {
 			close(w)
 		}
 		delete(h.waiters, m.Channel)
 		if c := h.chans[m.Channel]; c != nil {
-			c.confirmed = true
+			h.confirmLocked(c, true)
 		}
-		live := h.allConfirmedLocked()
+		live := h.unconfirmed == 0
 		h.mu.Unlock()
 		h.pokeAll() // a reconnect resubscribes: catch up
 		if live {
@@ -372,48 +518,57 @@ func (h *Hub) subscription(ps *redis.PubSub, m *redis.Subscription) {
 		}
 	case "sunsubscribe":
 		h.mu.Lock()
-		if c := h.chans[m.Channel]; c != nil && h.pss[m.Channel] == ps {
-			c.confirmed = false
+		c := h.chans[m.Channel]
+		switch {
+		case h.pss[key] != ps: // a subscription already replaced
+			h.mu.Unlock()
+			return
+		case h.leaving[m.Channel] > 0: // the reply to the hub's own
+			h.unleaveLocked(m.Channel)
+			h.mu.Unlock()
+			return
+		case c == nil: // dropped by the server, but no longer wanted
+			h.mu.Unlock()
+			return
 		}
+		h.confirmLocked(c, false)
 		h.mu.Unlock()
 		h.setLive(false)
-		h.resubscribe(ps, m.Channel)
+		h.resubscribe(ps, key)
 	}
 }
 
-func (h *Hub) allConfirmedLocked() bool {
-	for _, c := range h.chans {
-		if !c.confirmed {
-			return false
-		}
-	}
-	return true
-}
-
-// resubscribe replaces a Cluster subscription that its node dropped with
-// one on the slot's new owner. The hub never sends SUNSUBSCRIBE itself (it
-// closes the subscription), so this one came from the server.
-func (h *Hub) resubscribe(old *redis.PubSub, ch string) {
+// resubscribe replaces a bucket's Cluster subscription, which its node
+// dropped, with one on the slot's new owner that carries all of the
+// bucket's channels in one SSUBSCRIBE (they share the slot).
+func (h *Hub) resubscribe(old *redis.PubSub, key string) {
 	h.mu.Lock()
-	if h.closed || h.pss[ch] != old {
+	if h.closed || h.pss[key] != old {
 		h.mu.Unlock()
 		return
 	}
-	h.log.Info("audit feed channel moved; subscribing again", "channel", ch)
+	h.log.Info("audit feed slot moved; subscribing again", "bucket", key)
 	if cc, ok := h.rdb.(*redis.ClusterClient); ok {
 		cc.ReloadState(h.ctx)
 	}
 	_ = old.Close()
-	ps := h.openLocked(ch)
+	h.forgetLeavingLocked(key)
+	names := h.unconfirmKeyLocked(key)
+	if len(names) == 0 {
+		delete(h.pss, key)
+		h.mu.Unlock()
+		return
+	}
+	ps := h.openLocked(key)
 	h.mu.Unlock()
-	// The confirmation reaches the new receive goroutine, which reads the
-	// table then; until it comes, the poll covers the company.
+	// The confirmations reach the new receive goroutine, which reads the
+	// table then; until they come, the poll covers the companies.
 	ctx, cancel := context.WithTimeout(h.ctx, subscribeTimeout)
 	defer cancel()
-	if err := ps.SSubscribe(ctx, ch); err != nil && h.ctx.Err() == nil {
-		h.log.Warn("subscribe to moved audit feed channel", "channel", ch, "err", err)
+	if err := ps.SSubscribe(ctx, names...); err != nil && h.ctx.Err() == nil {
+		h.log.Warn("subscribe to moved audit feed bucket", "bucket", key, "err", err)
 	}
-	h.startReceive(ps)
+	h.startReceive(ps, key)
 	h.pokeAll()
 }
 

@@ -103,7 +103,7 @@ func (h *Hub) leave(c *company) {
 // then reads new rows whenever kicked or polled, until nobody listens.
 func (h *Hub) watch(c *company) {
 	defer h.wg.Done()
-	ch := channelPrefix + c.name
+	ch := h.channel(c.name)
 	c.err = h.acquire(ch, subscribeTimeout)
 	defer h.release(ch)
 	if c.err == nil {

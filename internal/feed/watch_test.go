@@ -10,6 +10,7 @@ import (
 
 	"github.com/twofactor/service/internal/apptest"
 	"github.com/twofactor/service/internal/audit"
+	"github.com/twofactor/service/internal/feed"
 	"github.com/twofactor/service/internal/testenv"
 )
 
@@ -48,7 +49,7 @@ func publishRaw(t *testing.T, s *apptest.Server, company, payload string) {
 	if _, ok := rdb.(*redis.ClusterClient); ok {
 		publish = rdb.SPublish
 	}
-	if err := publish(t.Context(), "2fa:audit:"+company, payload).Err(); err != nil {
+	if err := publish(t.Context(), feed.ChannelOf(s.App.Feed, company), payload).Err(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -122,7 +123,7 @@ func TestWatchStopReleasesTheSubscription(t *testing.T) {
 // channelSubs counts the Redis subscriptions to company's channel.
 func channelSubs(t *testing.T, s *apptest.Server, company string) int64 {
 	t.Helper()
-	ch := "2fa:audit:" + company
+	ch := feed.ChannelOf(s.App.Feed, company)
 	var m map[string]int64
 	var err error
 	switch rdb := s.Backends.Redis.UniversalClient.(type) {
