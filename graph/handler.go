@@ -83,6 +83,8 @@ func NewHandler(r *Resolver, limits Limits, m *metrics.Metrics, ws WebsocketOpti
 	if m != nil {
 		observe(srv, m)
 	}
+	// Last: the innermost response interceptor, below metrics and the rest.
+	srv.Use(newFanout())
 	return requestGate{next: srv}
 }
 

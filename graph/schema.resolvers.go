@@ -306,7 +306,8 @@ func (r *subscriptionResolver) AuditEventAdded(ctx context.Context, filter *mode
 	if err != nil {
 		return nil, r.toGQL(ctx, err)
 	}
-	return ch, nil
+	// Subscribers that render an event alike share one rendering.
+	return tapEdges(ctx, ch), nil
 }
 
 // LockedUntil is the resolver for the lockedUntil field.
