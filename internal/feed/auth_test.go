@@ -97,9 +97,16 @@ func TestSubscriptionRefusals(t *testing.T) {
 		s.Admin(t, co).Must(t, `query { users(first: 1) { edges { cursor } } }`, nil, &out)
 		userCursor = out.Users.Edges[0].Cursor
 	}
-	expired, err := s.Tokens.Sign(admin(co), -5*time.Second) // within the verifier's leeway
-	if err != nil {
-		t.Fatal(err)
+	// expired is signed when used: 5 s expired is within the verifier's
+	// 30 s leeway only if the connection follows soon (parallel subtests
+	// of a loaded -race run may start much later than the table is built).
+	expired := func(t *testing.T) string {
+		t.Helper()
+		tok, err := s.Tokens.Sign(admin(co), -5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
 	}
 	for _, tc := range []struct {
 		name   string
@@ -120,13 +127,17 @@ func TestSubscriptionRefusals(t *testing.T) {
 		{"bad filter", s.Token(t, admin(co)), cursors[0], map[string]any{"app": "DESKTOP"}, "GRAPHQL_VALIDATION_FAILED"},
 		// Accepted at connection_init (the verifier allows for clock skew),
 		// but already expired: nothing may be replayed to it.
-		{"expired token", expired, cursors[0], nil, "TOKEN_EXPIRED"},
+		{"expired token", "", cursors[0], nil, "TOKEN_EXPIRED"}, // "": expired(t)
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			for _, proto := range []string{transportWS, legacyWS} {
+				token := tc.token
+				if token == "" {
+					token = expired(t)
+				}
 				c := mustDial(t, s, wsOptions{proto: proto})
-				c.init(map[string]any{"Authorization": "Bearer " + tc.token})
+				c.init(map[string]any{"Authorization": "Bearer " + token})
 				c.subscribe("1", tc.filter, tc.after)
 				if got := c.failure("1", tc.code); len(got) > 0 {
 					t.Errorf("%s: %d events before the error", proto, len(got))
@@ -270,9 +281,16 @@ func TestExpiredWebsocketRunsNothing(t *testing.T) {
 	t.Parallel()
 	s := apptest.Start(t)
 	co := testenv.Company(t)
-	expired, err := s.Tokens.Sign(admin(co), -5*time.Second) // within the verifier's leeway
-	if err != nil {
-		t.Fatal(err)
+	// expired is signed when used: 5 s expired is within the verifier's
+	// 30 s leeway only if the connection follows soon (parallel subtests
+	// of a loaded -race run may start much later than the table is built).
+	expired := func(t *testing.T) string {
+		t.Helper()
+		tok, err := s.Tokens.Sign(admin(co), -5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
 	}
 	for _, tc := range []struct {
 		name  string
@@ -280,12 +298,16 @@ func TestExpiredWebsocketRunsNothing(t *testing.T) {
 		code  string // "" for success
 	}{
 		{"valid token", s.Token(t, admin(co)), ""},
-		{"expired token", expired, "TOKEN_EXPIRED"},
+		{"expired token", "", "TOKEN_EXPIRED"}, // "": expired(t)
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, proto := range []string{transportWS, legacyWS} {
+				token := tc.token
+				if token == "" {
+					token = expired(t)
+				}
 				c := mustDial(t, s, wsOptions{proto: proto})
-				c.init(map[string]any{"Authorization": "Bearer " + tc.token})
+				c.init(map[string]any{"Authorization": "Bearer " + token})
 				user := fmt.Sprintf("ws-%s-%s", strings.ReplaceAll(tc.name, " ", "-"), proto)
 				typ := "subscribe"
 				if proto == legacyWS {

@@ -157,7 +157,9 @@ func TestServerSentEvents(t *testing.T) {
 // dropped, one that answers stays connected.
 func TestPingPong(t *testing.T) {
 	t.Parallel()
-	const interval = 100 * time.Millisecond
+	// A peer silent for two intervals is dropped: 2 × 500 ms leaves a
+	// loaded -race run room to answer (100 ms dropped answering peers).
+	const interval = 500 * time.Millisecond
 	s := apptest.Start(t, func(o *app.Options) { o.Websocket.PingInterval = interval })
 	co := testenv.Company(t)
 
