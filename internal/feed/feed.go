@@ -43,11 +43,18 @@ type Options struct {
 	// Poll is how often a watched company is read even without a notice,
 	// to cover notices lost while Redis restarts.
 	Poll time.Duration
+	// Idle is how long a subscription may stay silent before the hub
+	// PINGs it; with no reply within another Idle the connection is taken
+	// as dead (a half-open TCP connection shows no error): the hub
+	// reports not live and go-redis dials again. Default 15s, so a
+	// silent subscription goes unnoticed for at most about 30s.
+	Idle time.Duration
 }
 
 const (
 	defaultBuffer = 16
 	defaultPoll   = 5 * time.Second
+	defaultIdle   = 15 * time.Second
 	batch         = 500
 	notifyTimeout = 250 * time.Millisecond
 	channelPrefix = "2fa:audit:"
@@ -91,6 +98,9 @@ func NewHub(rdb redis.UniversalClient, src Source, log *slog.Logger, opts Option
 	}
 	if opts.Poll <= 0 {
 		opts.Poll = defaultPoll
+	}
+	if opts.Idle <= 0 {
+		opts.Idle = defaultIdle
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

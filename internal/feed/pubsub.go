@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -413,7 +414,7 @@ func (h *Hub) joinChannel(ctx context.Context, ps *redis.PubSub, ch string) erro
 func (h *Hub) receive(ps *redis.PubSub, key string) {
 	defer h.wg.Done()
 	for {
-		msg, err := ps.Receive(h.ctx)
+		msg, err := h.next(ps)
 		if err != nil {
 			if h.ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 				return
@@ -437,6 +438,33 @@ func (h *Hub) receive(ps *redis.PubSub, key string) {
 			h.message(m)
 		}
 	}
+}
+
+// next returns ps's next message. A half-open connection (the server
+// vanished, or a NAT dropped the flow, without a reset) shows no error
+// for minutes, so after opts.Idle of silence next PINGs: any reply
+// proves the connection alive. With none within another Idle it returns
+// an error, which the caller handles like a broken connection; go-redis
+// has then dropped the connection already (a read that misses the
+// context's deadline, with no timeout of its own, marks it bad: see
+// PubSub.releaseConn) and dials again on the next Receive, resubscribing
+// every channel, whose confirmations make the hub live again.
+func (h *Hub) next(ps *redis.PubSub) (any, error) {
+	msg, err := ps.ReceiveTimeout(h.ctx, h.opts.Idle)
+	var nerr net.Error
+	if !errors.As(err, &nerr) || !nerr.Timeout() || h.ctx.Err() != nil {
+		return msg, err
+	}
+	if err := ps.Ping(h.ctx); err != nil {
+		return nil, fmt.Errorf("ping audit feed subscription: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, h.opts.Idle)
+	defer cancel()
+	msg, err = ps.Receive(ctx)
+	if err != nil && h.ctx.Err() == nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("no reply to PING within %s: %w", h.opts.Idle, err)
+	}
+	return msg, err
 }
 
 // interrupted handles a broken subscription: its channels are no longer
