@@ -9,6 +9,8 @@ package feed
 import (
 	"context"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -48,8 +50,10 @@ func TestClusterSlotMove(t *testing.T) {
 			to = id
 		}
 	}
-	if n, err := owner.ClusterCountKeysInSlot(t.Context(), slot(key)).Result(); err != nil || n != 0 {
-		t.Skipf("slot %d holds %d keys (%v): not moving it", slot(key), n, err)
+	// A key in the slot: a reshard moves keys with it (MIGRATE).
+	leftover := key + ":leftover"
+	if err := pub.Set(t.Context(), leftover, "kept", time.Minute).Err(); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { // give the slot back if a round failed
 		if err := moveSlot(masters, slot(key), to, from); err != nil && !strings.Contains(err.Error(), "already the owner") {
@@ -80,6 +84,9 @@ func TestClusterSlotMove(t *testing.T) {
 		}
 		b.waitFor(t, want)
 	}
+	if v, err := pub.Get(t.Context(), leftover).Result(); err != nil || v != "kept" {
+		t.Fatalf("the slot's key after moving there and back: %q, %v", v, err)
+	}
 }
 
 // masterClients returns a client of every master, by node id.
@@ -100,28 +107,65 @@ func masterClients(t *testing.T, cc *redis.ClusterClient) map[string]*redis.Clie
 	return out
 }
 
-// moveSlot hands an empty slot from one master to another, as a reshard
-// does. The master giving it up refuses while it holds keys.
+// moveSlot hands a slot from one master to another as a reshard does:
+// IMPORTING and MIGRATING, its keys (other tests' leftovers, in the same
+// slot by chance) moved with MIGRATE, then the new owner announced.
 func moveSlot(masters map[string]*redis.Client, slot int, from, to string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	type step struct {
-		node string
-		args []any
-	}
-	steps := []step{{to, []any{"IMPORTING", from}}, {from, []any{"MIGRATING", to}}, {to, []any{"NODE", to}}, {from, []any{"NODE", to}}}
-	for id := range masters {
-		if id != from && id != to {
-			steps = append(steps, step{id, []any{"NODE", to}})
+	setSlot := func(node string, args ...any) error {
+		args = append([]any{"CLUSTER", "SETSLOT", slot}, args...)
+		if err := masters[node].Do(ctx, args...).Err(); err != nil {
+			return fmt.Errorf("%v on %s: %w", args, node, err)
 		}
+		return nil
 	}
-	for _, s := range steps {
-		args := append([]any{"CLUSTER", "SETSLOT", slot}, s.args...)
-		if err := masters[s.node].Do(ctx, args...).Err(); err != nil {
-			return fmt.Errorf("%v on %s: %w", args, s.node, err)
+	if err := setSlot(to, "IMPORTING", from); err != nil {
+		return err
+	}
+	if err := setSlot(from, "MIGRATING", to); err != nil {
+		return err
+	}
+	if err := migrateKeys(ctx, masters[from], masters[to], slot); err != nil {
+		return err
+	}
+	for _, id := range append([]string{to, from}, otherMasters(masters, from, to)...) {
+		if err := setSlot(id, "NODE", to); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// migrateKeys moves every key of slot from src to dst.
+func migrateKeys(ctx context.Context, src, dst *redis.Client, slot int) error {
+	host, port, err := net.SplitHostPort(dst.Options().Addr)
+	if err != nil {
+		return err
+	}
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		if err := src.Do(ctx, args...).Err(); err != nil {
+			return fmt.Errorf("migrate %d keys of slot %d: %w", len(keys), slot, err)
+		}
+	}
+}
+
+func otherMasters(masters map[string]*redis.Client, except ...string) []string {
+	var ids []string
+	for id := range masters {
+		if !slices.Contains(except, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 func nextLive(t *testing.T, ch <-chan bool) bool {
