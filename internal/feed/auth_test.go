@@ -97,17 +97,6 @@ func TestSubscriptionRefusals(t *testing.T) {
 		s.Admin(t, co).Must(t, `query { users(first: 1) { edges { cursor } } }`, nil, &out)
 		userCursor = out.Users.Edges[0].Cursor
 	}
-	// expired is signed when used: 5 s expired is within the verifier's
-	// 30 s leeway only if the connection follows soon (parallel subtests
-	// of a loaded -race run may start much later than the table is built).
-	expired := func(t *testing.T) string {
-		t.Helper()
-		tok, err := s.Tokens.Sign(admin(co), -5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
 	for _, tc := range []struct {
 		name   string
 		token  string
@@ -127,14 +116,14 @@ func TestSubscriptionRefusals(t *testing.T) {
 		{"bad filter", s.Token(t, admin(co)), cursors[0], map[string]any{"app": "DESKTOP"}, "GRAPHQL_VALIDATION_FAILED"},
 		// Accepted at connection_init (the verifier allows for clock skew),
 		// but already expired: nothing may be replayed to it.
-		{"expired token", "", cursors[0], nil, "TOKEN_EXPIRED"}, // "": expired(t)
+		{"expired token", "", cursors[0], nil, "TOKEN_EXPIRED"}, // "": expiredToken
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			for _, proto := range []string{transportWS, legacyWS} {
 				token := tc.token
 				if token == "" {
-					token = expired(t)
+					token = expiredToken(t, s, co)
 				}
 				c := mustDial(t, s, wsOptions{proto: proto})
 				c.init(map[string]any{"Authorization": "Bearer " + token})
@@ -281,30 +270,19 @@ func TestExpiredWebsocketRunsNothing(t *testing.T) {
 	t.Parallel()
 	s := apptest.Start(t)
 	co := testenv.Company(t)
-	// expired is signed when used: 5 s expired is within the verifier's
-	// 30 s leeway only if the connection follows soon (parallel subtests
-	// of a loaded -race run may start much later than the table is built).
-	expired := func(t *testing.T) string {
-		t.Helper()
-		tok, err := s.Tokens.Sign(admin(co), -5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
 	for _, tc := range []struct {
 		name  string
 		token string
 		code  string // "" for success
 	}{
 		{"valid token", s.Token(t, admin(co)), ""},
-		{"expired token", "", "TOKEN_EXPIRED"}, // "": expired(t)
+		{"expired token", "", "TOKEN_EXPIRED"}, // "": expiredToken
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, proto := range []string{transportWS, legacyWS} {
 				token := tc.token
 				if token == "" {
-					token = expired(t)
+					token = expiredToken(t, s, co)
 				}
 				c := mustDial(t, s, wsOptions{proto: proto})
 				c.init(map[string]any{"Authorization": "Bearer " + token})
@@ -335,4 +313,17 @@ func TestExpiredWebsocketRunsNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// expiredToken is an admin token of co that expired 5 s ago: within the
+// verifier's 30 s leeway, so accepted at connection_init. Sign it when
+// the connection follows at once: parallel subtests of a loaded -race
+// run may start long after their table is built.
+func expiredToken(t *testing.T, s *apptest.Server, co string) string {
+	t.Helper()
+	tok, err := s.Tokens.Sign(admin(co), -5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
