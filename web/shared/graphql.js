@@ -74,7 +74,7 @@ export function createClient({ endpoint, token, on }) {
       try {
         return await res.blob();
       } catch {
-        throw new GraphQLRequestError([{ message: 'the download was cut off', extensions: { code: 'NETWORK' } }], res.status);
+        throw new GraphQLRequestError([{ message: 'The download was cut off by the service; nothing was saved. Try again.', extensions: { code: 'DOWNLOAD_CUT_OFF' } }], res.status);
       }
     },
     // subscribe runs one subscription; sink gets next(data), error(err)
