@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/pprof"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -236,5 +238,69 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 		var buf bytes.Buffer
 		_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
 		t.Fatalf("%d goroutines after 50 movers, %d before:\n%s", after, before, buf.String())
+	}
+}
+
+// batches records how many events each AppendOnce call was given.
+type batches struct {
+	next  outbox.Appender
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (b *batches) AppendOnce(ctx context.Context, events []*audit.Event) (audit.AppendResult, error) {
+	b.mu.Lock()
+	b.sizes = append(b.sizes, len(events))
+	b.mu.Unlock()
+	return b.next.AppendOnce(ctx, events)
+}
+
+func (b *batches) got() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.sizes)
+}
+
+// waitRows polls until the company has n rows; nothing is asserted about
+// time.
+func (e *env) waitRows(n int) {
+	e.t.Helper()
+	deadline := time.Now().Add(wait)
+	for e.rows() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := e.rows(); got != n {
+		e.t.Fatalf("rows %d, want %d", got, n)
+	}
+}
+
+// TestLingerGathersKeysAfterASmallMove: a kick on a quiet mover moves at
+// once; keys kicked right after a move wait (here up to an hour) until a
+// whole batch of keys is pending, and then move in one call; a key that
+// holds more than a batch is read again at once, not after the linger;
+// Close ends a linger and leaves its keys in Redis for the sweeper.
+func TestLingerGathersKeysAfterASmallMove(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, u := range []string{"u0", "u1", "u2", "u3", "u4", "u6"} {
+		e.add(u, 1)
+	}
+	e.add("u5", 7) // more than a batch
+	sink := &batches{next: e.log}
+	m := outbox.New(e.rdb, decode, sink, nil, outbox.Options{SweepEvery: -1, KeysPerMove: 4, Batch: 2, Linger: time.Hour})
+	m.Kick(e.key("u0"))
+	e.waitRows(1) // quiet: no linger
+	for _, u := range []string{"u1", "u2", "u3"} {
+		m.Kick(e.key(u)) // lingering: 3 of 4 keys
+	}
+	m.Kick(e.key("u5"))
+	e.waitRows(1 + 3 + 7)
+	if got, want := sink.got(), []int{1, 5, 2, 2, 1}; !slices.Equal(got, want) {
+		t.Errorf("AppendOnce batch sizes %v, want %v (u0 alone; u1-u3 and u5's first 2; then the rest of u5 at once)", got, want)
+	}
+	m.Kick(e.key("u6")) // lingers: one key of four
+	m.Close()
+	if !e.exists(e.key("u6")) || e.rows() != 11 {
+		t.Error("the key kicked during the linger was moved or lost on Close")
 	}
 }
