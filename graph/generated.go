@@ -70,6 +70,7 @@ type ComplexityRoot struct {
 		CheckedRows        func(childComplexity int) int
 		FirstBrokenEventID func(childComplexity int) int
 		Ok                 func(childComplexity int) int
+		Problems           func(childComplexity int) int
 	}
 
 	Challenge struct {
@@ -392,6 +393,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AuditLogIntegrity.Ok(childComplexity), true
+	case "AuditLogIntegrity.problems":
+		if e.ComplexityRoot.AuditLogIntegrity.Problems == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditLogIntegrity.Problems(childComplexity), true
 
 	case "Challenge.app":
 		if e.ComplexityRoot.Challenge.App == nil {
@@ -1267,6 +1274,12 @@ type AuditLogIntegrity {
   checkedRows: Int!
   "The oldest row whose hash does not match, or null."
   firstBrokenEventId: ID
+  """
+  Why a chain is broken other than by a row (a retention checkpoint that
+  cannot be trusted), one sentence each, starting with the category;
+  empty when there is none.
+  """
+  problems: [String!]!
 }
 
 """
@@ -1674,6 +1687,8 @@ func (ec *executionContext) childFields_AuditLogIntegrity(ctx context.Context, f
 		return ec.fieldContext_AuditLogIntegrity_checkedRows(ctx, field)
 	case "firstBrokenEventId":
 		return ec.fieldContext_AuditLogIntegrity_firstBrokenEventId(ctx, field)
+	case "problems":
+		return ec.fieldContext_AuditLogIntegrity_problems(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AuditLogIntegrity", field.Name)
 }
@@ -2900,6 +2915,29 @@ func (ec *executionContext) _AuditLogIntegrity_firstBrokenEventId(ctx context.Co
 }
 func (ec *executionContext) fieldContext_AuditLogIntegrity_firstBrokenEventId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AuditLogIntegrity", field, false, false, "ID")
+}
+
+func (ec *executionContext) _AuditLogIntegrity_problems(ctx context.Context, field graphql.CollectedField, obj *model.AuditLogIntegrity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuditLogIntegrity_problems(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Problems, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuditLogIntegrity_problems(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuditLogIntegrity", field, false, false, "String")
 }
 
 func (ec *executionContext) _Challenge_id(ctx context.Context, field graphql.CollectedField, obj *model.Challenge) (ret graphql.Marshaler) {
@@ -7722,6 +7760,11 @@ func (ec *executionContext) _AuditLogIntegrity(ctx context.Context, sel ast.Sele
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
+		case "problems":
+			out.Values[i] = ec._AuditLogIntegrity_problems(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -9537,6 +9580,35 @@ func (ec *executionContext) marshalNString2string(ctx context.Context, sel ast.S
 		graphql.AddInvalidNullFromMarshaler(ctx, "String!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNString2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNString2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNString2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalNTwoFactorSettings2ᚖgithubᚗcomᚋtwofactorᚋserviceᚋgraphᚋmodelᚐTwoFactorSettings(ctx context.Context, sel ast.SelectionSet, v *model.TwoFactorSettings) graphql.Marshaler {

@@ -23,7 +23,7 @@ func (r *Resolver) auditLogIntegrity(ctx context.Context, from, to *time.Time, c
 	if err != nil {
 		return nil, r.toGQL(ctx, err)
 	}
-	out := &model.AuditLogIntegrity{Ok: res.OK, CheckedRows: res.CheckedRows}
+	out := &model.AuditLogIntegrity{Ok: res.OK, CheckedRows: res.CheckedRows, Problems: append([]string{}, res.Problems...)}
 	if res.FirstBroken != nil {
 		id := r.AuditService.PublicID(*res.FirstBroken)
 		out.FirstBrokenEventID = &id

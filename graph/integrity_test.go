@@ -3,6 +3,7 @@ package graph_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,12 +13,13 @@ import (
 )
 
 const qIntegrity = `query($from: DateTime, $to: DateTime, $category: AuditCategory) {
-	auditLogIntegrity(from: $from, to: $to, category: $category) { ok checkedRows firstBrokenEventId } }`
+	auditLogIntegrity(from: $from, to: $to, category: $category) { ok checkedRows firstBrokenEventId problems } }`
 
 type integrityT struct {
-	OK                 bool    `json:"ok"`
-	CheckedRows        int     `json:"checkedRows"`
-	FirstBrokenEventID *string `json:"firstBrokenEventId"`
+	OK                 bool     `json:"ok"`
+	CheckedRows        int      `json:"checkedRows"`
+	FirstBrokenEventID *string  `json:"firstBrokenEventId"`
+	Problems           []string `json:"problems"`
 }
 
 func integrity(t *testing.T, c *apptest.Client, vars map[string]any) integrityT {
@@ -40,7 +42,7 @@ func TestAuditLogIntegrity(t *testing.T) {
 		createUser(t, admin, map[string]any{"id": id})
 	}
 	createUser(t, s.Admin(t, other), map[string]any{"id": "dan"})
-	if got := integrity(t, admin, nil); !got.OK || got.CheckedRows != 3 || got.FirstBrokenEventID != nil {
+	if got := integrity(t, admin, nil); !got.OK || got.CheckedRows != 3 || got.FirstBrokenEventID != nil || got.Problems == nil || len(got.Problems) != 0 {
 		t.Fatalf("intact log: %+v, want ok over 3 rows", got)
 	}
 	var log struct {
@@ -63,6 +65,9 @@ func TestAuditLogIntegrity(t *testing.T) {
 	got := integrity(t, admin, nil)
 	if got.OK || got.FirstBrokenEventID == nil || *got.FirstBrokenEventID != changed.ID || got.CheckedRows != 2 {
 		t.Errorf("after the change: %+v, want row %s named after 2 rows", got, changed.ID)
+	}
+	if len(got.Problems) != 0 {
+		t.Errorf("a changed row: problems %q, want none (the row is named)", got.Problems)
 	}
 	if got := integrity(t, admin, map[string]any{"category": "AUTHENTICATION"}); !got.OK || got.CheckedRows != 0 {
 		t.Errorf("the sign-in chain: %+v, want ok and empty", got)
@@ -118,5 +123,25 @@ func TestIntegrityAliases(t *testing.T) {
 		case tc.code != "" && (!slices.Contains(r.Codes(), tc.code) || ran):
 			t.Errorf("%s: codes %v, data %s; want %s before anything runs", name, r.Codes(), r.Data, tc.code)
 		}
+	}
+}
+
+// TestIntegrityProblemWithoutARow: a chain broken by something other than
+// a row (here a retention checkpoint on the settings chain, which
+// retention never cuts) is not ok and says why, though no row is named.
+func TestIntegrityProblemWithoutARow(t *testing.T) {
+	t.Parallel()
+	s := apptest.Start(t)
+	company := testenv.Company(t)
+	admin := s.Admin(t, company)
+	createUser(t, admin, map[string]any{"id": "ann"})
+	if err := s.Backends.DB.Exec(`INSERT INTO audit_checkpoints (company_id, category, last_id, hash, prev_hash, last_row, removed, updated_at)
+		VALUES (?, 'SETTINGS', 0, ?, '', '', 1, ?)`, company, strings.Repeat("0", 64), time.Now().UTC()).Error; err != nil {
+		t.Fatal(err)
+	}
+	got := integrity(t, admin, nil)
+	if got.OK || got.FirstBrokenEventID != nil || len(got.Problems) != 1 ||
+		!strings.HasPrefix(got.Problems[0], "SETTINGS: ") || !strings.Contains(got.Problems[0], "checkpoint") {
+		t.Errorf("integrity %+v, want not ok, no row, and the settings chain's checkpoint named", got)
 	}
 }

@@ -60,6 +60,10 @@ type AuditLogIntegrity struct {
 	CheckedRows int  `json:"checkedRows"`
 	// The oldest row whose hash does not match, or null.
 	FirstBrokenEventID *string `json:"firstBrokenEventId,omitempty"`
+	// Why a chain is broken other than by a row (a retention checkpoint that
+	// cannot be trusted), one sentence each, starting with the category;
+	// empty when there is none.
+	Problems []string `json:"problems"`
 }
 
 type Challenge struct {
