@@ -99,6 +99,11 @@ func (c *Cache) Get(ctx context.Context, company string) (Settings, error) {
 		return s, nil
 	}
 	v, err, _ := c.group.Do(company+"\x00"+strconv.FormatUint(gen, 10), func() (any, error) {
+		// A reader that missed just before the previous load stored its
+		// value comes here after that flight ended: take the value.
+		if s, hit, _, _ := c.lookup(company); hit {
+			return s, nil
+		}
 		s, err := c.load(ctx, company)
 		if err == nil {
 			c.store(company, gen, s)
