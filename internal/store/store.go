@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -90,7 +92,22 @@ func openPostgres(url string, cfg *gorm.Config) (*gorm.DB, error) {
 	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
 		return nil, errors.New("DATABASE_URL must start with postgres://")
 	}
-	return gorm.Open(postgres.Open(withExecMode(url)), cfg)
+	conf, err := pgx.ParseConfig(withExecMode(url))
+	if err != nil {
+		return nil, err
+	}
+	return gorm.Open(postgres.New(postgres.Config{Conn: stdlib.OpenDB(*conf, stdlib.OptionShouldPing(shouldPing))}), cfg)
+}
+
+// shouldPing decides whether a pooled connection is pinged before reuse:
+// when idle for more than a second (pgx's default), and also when
+// something waits unread on it. PostgreSQL ends each backend it
+// terminates (a restart, a failover, pg_terminate_backend) with an error
+// message and a close, which an idle connection does not read: reused
+// unpinged, it would fail the next statement. A failed ping makes
+// database/sql take another connection.
+func shouldPing(_ context.Context, p stdlib.ShouldPingParams) bool {
+	return p.IdleDuration > time.Second || !quiet(p.Conn.PgConn().Conn())
 }
 
 // withExecMode makes pgx run every query as one unnamed statement
