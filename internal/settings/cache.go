@@ -25,15 +25,18 @@ type Cache struct {
 	entries *lru.Cache[string, *entry]
 	live    bool
 	size    int
+	gen     uint64 // the last generation given to any entry
 	// watch is told when a company enters the cache; the stop it returns
 	// is called when the company leaves it (evicted), outside mu.
 	watch   func(company string) (stop func())
 	evicted []func() // stops of evicted companies, called once mu is released
 }
 
-// entry is one company's settings, or a load in flight when !ok. gen goes
-// up with every invalidation, so a load that began before one is never
-// stored: a reader never sees settings older than a notice already given.
+// entry is one company's settings, or a load in flight when !ok. gen is
+// taken from the cache's counter when the entry is made and at every
+// invalidation, so a load that began before one is never stored (not
+// even into a new entry after an eviction): a reader never sees
+// settings older than a notice already given.
 type entry struct {
 	s    Settings
 	ok   bool
@@ -132,7 +135,8 @@ func (c *Cache) lookup(company string) (s Settings, hit bool, gen uint64, live b
 		return s, true, 0, true
 	}
 	if !found {
-		e = &entry{}
+		c.gen++
+		e = &entry{gen: c.gen}
 		c.entries.Add(company, e)
 	}
 	gen = e.gen
@@ -189,7 +193,8 @@ func (c *Cache) Invalidate(company string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries.Peek(company); ok {
-		e.ok, e.gen = false, e.gen+1
+		c.gen++
+		e.ok, e.gen = false, c.gen
 	}
 }
 
@@ -205,7 +210,8 @@ func (c *Cache) Put(company string, s Settings) {
 	if !ok || !c.live {
 		return
 	}
-	e.gen++
+	c.gen++
+	e.gen = c.gen
 	if e.ok && !s.UpdatedAt.Before(e.s.UpdatedAt) {
 		e.s = s
 	}
@@ -217,7 +223,8 @@ func (c *Cache) SetLive(live bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range c.entries.Values() {
-		e.ok, e.gen = false, e.gen+1
+		c.gen++
+		e.ok, e.gen = false, c.gen
 	}
 	c.live = live
 }
