@@ -2,9 +2,14 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"os"
+	"sync"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/store"
 	"github.com/twofactor/service/internal/testenv"
@@ -59,5 +64,101 @@ func TestTerminatedConnectionIsReplaced(t *testing.T) {
 		if err := b.DB.WithContext(ctx).Exec("SELECT 1").Error; err != nil {
 			t.Fatalf("round %d: the statement after the backend ended failed: %v", round, err)
 		}
+	}
+}
+
+// TestAllTerminatedConnectionsAreReplaced (from the red-team pass): a pool
+// of 5 connections, all used at once, then every backend of the pool
+// terminated (as a restart does); no statement afterwards (concurrent,
+// some in a transaction) may fail. Plain and TLS (not through PgBouncer,
+// which CI runs without TLS).
+func TestAllTerminatedConnectionsAreReplaced(t *testing.T) {
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		t.Skip("needs TEST_DATABASE_URL")
+	}
+	for _, mode := range []string{"disable", "require"} {
+		t.Run(mode, func(t *testing.T) {
+			if u, _ := url.Parse(base); mode == "require" && u.Port() == "6432" {
+				t.Skip("through PgBouncer, which this CI runs without TLS")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			app := fmt.Sprintf("terminated_%d", time.Now().UnixNano())
+			u, _ := url.Parse(base)
+			q := u.Query()
+			q.Set("sslmode", mode)
+			q.Set("application_name", app)
+			u.RawQuery = q.Encode()
+			db, err := store.OpenPostgres(ctx, u.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			sqlDB, _ := db.DB()
+			defer sqlDB.Close()
+			sqlDB.SetMaxOpenConns(5)
+			sqlDB.SetMaxIdleConns(5)
+			admin, err := store.OpenPostgres(ctx, base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			adminDB, _ := admin.DB()
+			defer adminDB.Close()
+			count := func() int64 {
+				var n int64
+				if err := admin.WithContext(ctx).Raw("SELECT count(*) FROM pg_stat_activity WHERE application_name = ?", app).Row().Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			busy := func() {
+				var wg sync.WaitGroup
+				for range 5 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if err := db.WithContext(ctx).Exec("SELECT pg_sleep(0.05)").Error; err != nil {
+							t.Errorf("busy: %v", err)
+						}
+					}()
+				}
+				wg.Wait()
+			}
+			for round := range 5 {
+				busy()
+				if n := count(); n != 5 {
+					t.Logf("round %d: %d backends", round, n)
+				}
+				if err := admin.WithContext(ctx).Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?", app).Error; err != nil {
+					t.Fatal(err)
+				}
+				for count() != 0 { // the backends send their error before they leave
+				}
+				var fails []error
+				var mu sync.Mutex
+				var wg sync.WaitGroup
+				for i := range 10 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						var err error
+						if i%3 == 0 {
+							err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return tx.Exec("SELECT 1").Error })
+						} else {
+							err = db.WithContext(ctx).Exec("SELECT 1").Error
+						}
+						if err != nil {
+							mu.Lock()
+							fails = append(fails, err)
+							mu.Unlock()
+						}
+					}()
+				}
+				wg.Wait()
+				if len(fails) > 0 {
+					t.Fatalf("round %d: %d of 10 statements failed after all backends ended; first: %v", round, len(fails), fails[0])
+				}
+			}
+		})
 	}
 }
