@@ -24,12 +24,16 @@ func quiet(c net.Conn) bool {
 	if err != nil {
 		return false
 	}
+	// Control, not Read: a pooled pgx connection may still have a read
+	// outstanding (its background reader's), which holds the socket's
+	// read lock until data comes; Read would wait for that. A peek
+	// consumes nothing, so it may run beside that read; what the read
+	// takes first is missed, which is no worse than not looking.
 	wouldBlock := false
-	err = raw.Read(func(fd uintptr) bool {
+	err = raw.Control(func(fd uintptr) {
 		var b [1]byte
 		_, _, perr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		wouldBlock = errors.Is(perr, syscall.EAGAIN) || errors.Is(perr, syscall.EWOULDBLOCK)
-		return true // never wait for the socket
 	})
 	return err == nil && wouldBlock
 }
