@@ -92,11 +92,14 @@ func openPostgres(url string, cfg *gorm.Config) (*gorm.DB, error) {
 	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
 		return nil, errors.New("DATABASE_URL must start with postgres://")
 	}
-	conf, err := pgx.ParseConfig(withExecMode(url))
+	dsn := withExecMode(url)
+	conf, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
 	}
-	return gorm.Open(postgres.New(postgres.Config{Conn: stdlib.OpenDB(*conf, stdlib.OptionShouldPing(shouldPing))}), cfg)
+	// DSN too: GORM keeps it for whoever asks the dialector (tests that
+	// open a second pool to the same database).
+	return gorm.Open(postgres.New(postgres.Config{DSN: dsn, Conn: stdlib.OpenDB(*conf, stdlib.OptionShouldPing(shouldPing))}), cfg)
 }
 
 // shouldPing decides whether a pooled connection is pinged before reuse:
