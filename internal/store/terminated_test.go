@@ -70,8 +70,7 @@ func TestTerminatedConnectionIsReplaced(t *testing.T) {
 // TestAllTerminatedConnectionsAreReplaced (from the red-team pass): a pool
 // of 5 connections, all used at once, then every backend of the pool
 // terminated (as a restart does); no statement afterwards (concurrent,
-// some in a transaction) may fail. Plain and TLS (not through PgBouncer,
-// which CI runs without TLS).
+// some in a transaction) may fail. Plain and TLS, straight to PostgreSQL.
 func TestAllTerminatedConnectionsAreReplaced(t *testing.T) {
 	base := os.Getenv("TEST_DATABASE_URL")
 	if base == "" {
@@ -79,8 +78,11 @@ func TestAllTerminatedConnectionsAreReplaced(t *testing.T) {
 	}
 	for _, mode := range []string{"disable", "require"} {
 		t.Run(mode, func(t *testing.T) {
-			if u, _ := url.Parse(base); mode == "require" && u.Port() == "6432" {
-				t.Skip("through PgBouncer, which this CI runs without TLS")
+			if u, _ := url.Parse(base); u.Port() == "6432" {
+				// The pool's backends are PgBouncer's, shared with other
+				// clients (the admin's among them) and named by whichever
+				// client used them last: they cannot be picked out to end.
+				t.Skip("through PgBouncer; TestTerminatedConnectionIsReplaced runs there")
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
@@ -129,7 +131,7 @@ func TestAllTerminatedConnectionsAreReplaced(t *testing.T) {
 				if n := count(); n != 5 {
 					t.Logf("round %d: %d backends", round, n)
 				}
-				if err := admin.WithContext(ctx).Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?", app).Error; err != nil {
+				if err := admin.WithContext(ctx).Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ? AND pid <> pg_backend_pid()", app).Error; err != nil {
 					t.Fatal(err)
 				}
 				for count() != 0 { // the backends send their error before they leave
