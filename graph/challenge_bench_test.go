@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/apptest"
 	"github.com/twofactor/service/internal/auth"
@@ -46,25 +44,6 @@ func (c *codeBox) sender() delivery.Sender {
 }
 
 func (c *codeBox) code(to string) string { v, _ := c.m.Load(to); s, _ := v.(string); return s }
-
-// countStatements counts every statement GORM runs on db.
-func countStatements(db *gorm.DB, n *atomic.Int64) error {
-	count := func(*gorm.DB) { n.Add(1) }
-	cb := db.Callback()
-	for name, err := range map[string]error{
-		"create": cb.Create().After("gorm:create").Register("bench:count", count),
-		"query":  cb.Query().After("gorm:query").Register("bench:count", count),
-		"update": cb.Update().After("gorm:update").Register("bench:count", count),
-		"delete": cb.Delete().After("gorm:delete").Register("bench:count", count),
-		"row":    cb.Row().After("gorm:row").Register("bench:count", count),
-		"raw":    cb.Raw().After("gorm:raw").Register("bench:count", count),
-	} {
-		if err != nil {
-			return fmt.Errorf("register %s counter: %w", name, err)
-		}
-	}
-	return nil
-}
 
 // benchUser is one user of the bench and its client.
 type benchUser struct {
@@ -186,7 +165,7 @@ func BenchmarkChallenge(b *testing.B) {
 	if !testenv.Real() || os.Getenv("TEST_REDIS_URL") == "" {
 		b.Fatal(challengeBenchHowTo)
 	}
-	var statements atomic.Int64
+	var statements *atomic.Int64
 	rc := &redisCounter{} // round trips as the client sends them (a pipeline is one)
 	codes := &codeBox{}
 	s := apptest.Start(b, func(o *app.Options) {
@@ -195,9 +174,7 @@ func BenchmarkChallenge(b *testing.B) {
 		o.Challenge = challenge.Config{MaxCodesPerWindow: 1 << 30, MaxFailedAttempts: 1 << 30, SMSPerCompanyPerHour: 1 << 30}
 		o.SMS, o.Email = codes.sender(), codes.sender()
 		o.Redis.AddHook(rc)
-		if err := countStatements(o.DB, &statements); err != nil {
-			b.Fatal(err)
-		}
+		statements = testenv.Statements(b, o.DB)
 	})
 	co := testenv.Company(b)
 	admin := s.Admin(b, co)
@@ -387,7 +364,7 @@ func BenchmarkChallenge(b *testing.B) {
 	})
 	locked := us[0].c // the peer's URL
 	locked.token = s.Token(b, auth.Caller{UserID: "bench-locked", Company: co, Role: auth.RoleUser})
-	report["LOCKED"] = lockedCost(b, admin, locked, &statements, rc)
+	report["LOCKED"] = lockedCost(b, admin, locked, statements, rc)
 	if t := throughput["typename"]; t > 0 {
 		fmt.Printf("{ __typename }: %.0f req/s; verifyChallenge: %.0f req/s, ratio %.3f (target >= 0.8); "+
 			"issue+verify: %.0f logins/s, ratio %.3f (target >= 0.3; each login is 2 requests)\n",
@@ -533,10 +510,7 @@ func TestColdIssueIsOneStatement(t *testing.T) {
 	// A new instance: its cache is cold. Its mover waits, so that only
 	// the issues' statements are counted.
 	peer := apptest.StartPeer(t, s, func(o *app.Options) { o.AuditOutbox.Manual = true })
-	var statements atomic.Int64
-	if err := countStatements(peer.Backends.DB, &statements); err != nil {
-		t.Fatal(err)
-	}
+	statements := testenv.Statements(t, peer.Backends.DB)
 	for _, id := range []string{"cold", "warm"} {
 		user := benchClient{http: http.DefaultClient, url: peer.URL + "/query",
 			token: peer.Token(t, auth.Caller{UserID: id, Company: co, Role: auth.RoleUser})}

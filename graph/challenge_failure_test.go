@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/apptest"
@@ -465,26 +464,13 @@ func (c *redisCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // here, so its work is counted apart, after the verifies.
 func TestChallengeVerifyCost(t *testing.T) {
 	t.Parallel()
-	var sql atomic.Int64
+	var sql *atomic.Int64
 	rc := &redisCounter{}
 	co := testenv.Company(t)
 	s := apptest.Start(t, func(o *app.Options) {
 		o.AuditOutbox.Manual, o.AuditOutbox.Match = true, challenge.OutboxMatch(co)
 		o.Redis.AddHook(rc)
-		count := func(*gorm.DB) { sql.Add(1) }
-		cb := o.DB.Callback()
-		for _, err := range []error{
-			cb.Create().After("gorm:create").Register("test:count", count),
-			cb.Query().After("gorm:query").Register("test:count", count),
-			cb.Update().After("gorm:update").Register("test:count", count),
-			cb.Delete().After("gorm:delete").Register("test:count", count),
-			cb.Row().After("gorm:row").Register("test:count", count),
-			cb.Raw().After("gorm:raw").Register("test:count", count),
-		} {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		sql = testenv.Statements(t, o.DB)
 	})
 	updateGeneral(t, s.Admin(t, co), map[string]any{"deliveryMethod": "SMS_WITH_EMAIL_BACKUP", "contactPerson": helpDesk})
 	l := newLogin(t, s, co, "cost", uniquePhone(), uniqueEmail(), "WEB")

@@ -1,11 +1,8 @@
 package apptest_test
 
 import (
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/app"
 	"github.com/twofactor/service/internal/apptest"
@@ -22,27 +19,6 @@ const (
 	// is timed by it, it only ends a test that would otherwise hang.
 	pollFor = 20 * time.Second
 )
-
-// sqlCounter counts every statement GORM runs on db.
-func sqlCounter(t testing.TB, db *gorm.DB) *atomic.Int64 {
-	t.Helper()
-	n := &atomic.Int64{}
-	count := func(*gorm.DB) { n.Add(1) }
-	cb := db.Callback()
-	for _, err := range []error{
-		cb.Create().After("gorm:create").Register("cachetest:count", count),
-		cb.Query().After("gorm:query").Register("cachetest:count", count),
-		cb.Update().After("gorm:update").Register("cachetest:count", count),
-		cb.Delete().After("gorm:delete").Register("cachetest:count", count),
-		cb.Row().After("gorm:row").Register("cachetest:count", count),
-		cb.Raw().After("gorm:raw").Register("cachetest:count", count),
-	} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return n
-}
 
 func method(t testing.TB, c *apptest.Client) string {
 	t.Helper()
@@ -88,7 +64,7 @@ func pollMethod(t testing.TB, c *apptest.Client, want string) {
 // after it.
 func TestSettingsCacheAcrossInstances(t *testing.T) {
 	a := apptest.Start(t)
-	sql := sqlCounter(t, a.Backends.DB)
+	sql := testenv.Statements(t, a.Backends.DB)
 	b := apptest.StartPeer(t, a)
 	co := testenv.Company(t)
 	adminA, adminB := a.Admin(t, co), b.Admin(t, co)
@@ -170,7 +146,7 @@ func TestLockedAnswerRunsNoSQL(t *testing.T) {
 		o.Challenge = challenge.Config{MaxFailedAttempts: 1}
 		o.AuditOutbox.Manual = true // its moves to the log are SQL too, but not the answer's
 	})
-	sql := sqlCounter(t, a.Backends.DB)
+	sql := testenv.Statements(t, a.Backends.DB)
 	co := testenv.Company(t)
 	admin := a.Admin(t, co)
 	admin.Must(t, mSetContact, map[string]any{"n": "Help Desk"}, nil)

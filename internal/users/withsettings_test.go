@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
-	"sync/atomic"
 	"testing"
-
-	"gorm.io/gorm"
 
 	"github.com/twofactor/service/internal/audit"
 	"github.com/twofactor/service/internal/auth"
@@ -16,27 +13,6 @@ import (
 	"github.com/twofactor/service/internal/users"
 	"github.com/twofactor/service/models"
 )
-
-// statements counts every statement GORM runs on db.
-func statements(t *testing.T, db *gorm.DB) *atomic.Int64 {
-	t.Helper()
-	n := &atomic.Int64{}
-	count := func(*gorm.DB) { n.Add(1) }
-	cb := db.Callback()
-	for _, err := range []error{
-		cb.Create().After("gorm:create").Register("userstest:count", count),
-		cb.Query().After("gorm:query").Register("userstest:count", count),
-		cb.Update().After("gorm:update").Register("userstest:count", count),
-		cb.Delete().After("gorm:delete").Register("userstest:count", count),
-		cb.Row().After("gorm:row").Register("userstest:count", count),
-		cb.Raw().After("gorm:raw").Register("userstest:count", count),
-	} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return n
-}
 
 // cachedEnv is newEnv with the settings read through a cache, as the app
 // wires them, and the help desk as the company's contact person.
@@ -82,7 +58,7 @@ func TestIssueReadsAreOneStatement(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.cache(cache, e.co)
-			n := statements(t, e.db)
+			n := testenv.Statements(t, e.db)
 			for round := range 2 { // the second round finds the cache as the first left it
 				before := n.Load()
 				u, err := e.svc.ByID(ctx, e.co, "u1")
