@@ -46,10 +46,15 @@ return 0`)
 
 // smsQuota is the units this instance holds, per company, for one hour.
 type smsQuota struct {
-	mu   sync.Mutex
-	hour int64
-	held map[string]int   // company → units not yet used
-	seen map[string]int64 // company → the counter after its last reservation
+	mu    sync.Mutex
+	hour  int64
+	units map[string]*companyUnits
+}
+
+// companyUnits is what this instance knows of one company's cap.
+type companyUnits struct {
+	held int   // units reserved and not yet used
+	seen int64 // the counter after the last reservation
 }
 
 // currentLocked starts hour's table if hour is later than the table's,
@@ -57,20 +62,34 @@ type smsQuota struct {
 // a past hour (an issue that read the clock before it turned) must not
 // throw the current hour's units away.
 func (q *smsQuota) currentLocked(hour int64) bool {
-	if q.held == nil || hour > q.hour {
-		q.hour, q.held, q.seen = hour, map[string]int{}, map[string]int64{}
+	if q.units == nil || hour > q.hour {
+		q.hour, q.units = hour, map[string]*companyUnits{}
 	}
 	return hour == q.hour
+}
+
+// entryLocked is company's entry of the current hour, made if the table
+// has room; nil when hour is not the table's or the table is full.
+func (q *smsQuota) entryLocked(company string, hour int64) *companyUnits {
+	if !q.currentLocked(hour) {
+		return nil
+	}
+	c := q.units[company]
+	if c == nil && len(q.units) < quotaMaxCompanies {
+		c = &companyUnits{}
+		q.units[company] = c
+	}
+	return c
 }
 
 // take uses one held unit of company's, if there is one.
 func (q *smsQuota) take(company string, hour int64) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if !q.currentLocked(hour) || q.held[company] == 0 {
+	if !q.currentLocked(hour) || q.units[company] == nil || q.units[company].held == 0 {
 		return false
 	}
-	q.held[company]--
+	q.units[company].held--
 	return true
 }
 
@@ -84,29 +103,32 @@ func (q *smsQuota) give(company string, hour int64, n int) bool {
 	if n <= 0 || !q.currentLocked(hour) {
 		return true
 	}
-	if _, ok := q.held[company]; !ok && len(q.held) >= quotaMaxCompanies {
+	c := q.entryLocked(company, hour)
+	if c == nil {
 		return false
 	}
-	q.held[company] += n
+	c.held += n
 	return true
 }
 
-// block is how many units to reserve next for company.
+// block is how many units to reserve next for company: one at a time for
+// a past hour, or when the table is full.
 func (q *smsQuota) block(company string, hour int64, limit int) int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if _, ok := q.held[company]; !q.currentLocked(hour) || (!ok && len(q.held) >= quotaMaxCompanies) {
+	c := q.entryLocked(company, hour)
+	if c == nil {
 		return 1
 	}
-	return min(quotaMaxBlock, max(1, (int64(limit)-q.seen[company])/quotaShare))
+	return min(quotaMaxBlock, max(1, (int64(limit)-c.seen)/quotaShare))
 }
 
 // reserved records a reservation of b units that left the counter at n,
 // and returns how many of them are within the cap.
 func (q *smsQuota) reserved(company string, hour int64, limit int, b, n int64) int {
 	q.mu.Lock()
-	if _, ok := q.seen[company]; q.currentLocked(hour) && (ok || len(q.seen) < quotaMaxCompanies) {
-		q.seen[company] = max(q.seen[company], n)
+	if c := q.entryLocked(company, hour); c != nil {
+		c.seen = max(c.seen, n)
 	}
 	q.mu.Unlock()
 	return int(max(0, min(b, int64(limit)-(n-b))))

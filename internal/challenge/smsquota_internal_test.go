@@ -96,8 +96,8 @@ func TestSMSQuotaBounded(t *testing.T) {
 	if b := q.block("one-too-many", 1, 1000); b != 1 {
 		t.Fatalf("block past the bound = %d, want 1", b)
 	}
-	if len(q.held) > quotaMaxCompanies {
-		t.Fatalf("table grew to %d companies", len(q.held))
+	if len(q.units) > quotaMaxCompanies {
+		t.Fatalf("table grew to %d companies", len(q.units))
 	}
 	if !q.take("co-0", 1) {
 		t.Fatal("a company within the bound lost its unit")

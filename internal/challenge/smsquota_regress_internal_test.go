@@ -336,7 +336,9 @@ func TestSMSQuotaRaceManyInstances(t *testing.T) {
 	held := 0
 	for _, s := range svcs {
 		s.quota.mu.Lock()
-		held += s.quota.held[e.co]
+		if u := s.quota.units[e.co]; u != nil {
+			held += u.held
+		}
 		s.quota.mu.Unlock()
 	}
 	if got := e.sent.Load(); got > limit || got+int64(held) != limit {
