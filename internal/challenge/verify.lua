@@ -86,10 +86,9 @@ end
 -- Compare the two HMACs' digests (one C call each), so the time taken
 -- tells nothing of how much of the HMACs match; a Lua loop over their 64
 -- bytes cost as much as the rest of the script.
-local diff = 0
-if redis.sha1hex(given) ~= redis.sha1hex(stored) then diff = 1 end
+local matches = redis.sha1hex(given) == redis.sha1hex(stored)
 
-if diff == 0 then
+if matches then
   local left = remaining()
   redis.call('DEL', KEYS[2], KEYS[4])
   event(ARGV[10], 'CODE_VERIFIED')
