@@ -161,8 +161,7 @@ func TestOnLiveAcrossARedisOutage(t *testing.T) {
 	var proxy *apptest.Proxy
 	a := apptest.Start(t, noPoll, apptest.RedisThroughProxy(t, &proxy))
 	x := testenv.Company(t)
-	live := make(chan bool, 16)
-	a.App.Feed.OnLive(func(v bool) { live <- v })
+	live := liveChanges(a.App.Feed.OnLive)
 	got, _ := notices(t, a, x)
 
 	proxy.Cut()
@@ -178,8 +177,7 @@ func TestOnLiveAcrossARedisOutage(t *testing.T) {
 		t.Fatalf("after the outage got %+v", n)
 	}
 	// A late registration while live hears nothing until the next change.
-	late := make(chan bool, 1)
-	a.App.Feed.OnLive(func(v bool) { late <- v })
+	late := liveChanges(a.App.Feed.OnLive)
 	if len(late) != 0 {
 		t.Fatalf("registered while live: called with %v", <-late)
 	}
@@ -193,15 +191,13 @@ func TestWatchWhileRedisIsAway(t *testing.T) {
 	a := apptest.Start(t, noPoll, apptest.RedisThroughProxy(t, &proxy))
 	x, y := testenv.Company(t), testenv.Company(t)
 	notices(t, a, x) // a subscription to break
-	live := make(chan bool, 16)
-	a.App.Feed.OnLive(func(v bool) { live <- v })
+	live := liveChanges(a.App.Feed.OnLive)
 	proxy.Cut()
 	if nextLive(t, live) {
 		t.Fatal("after the cut OnLive said true")
 	}
 	got, _ := notices(t, a, y)
-	late := make(chan bool, 1)
-	a.App.Feed.OnLive(func(v bool) { late <- v })
+	late := liveChanges(a.App.Feed.OnLive)
 	if v := nextLive(t, late); v {
 		t.Fatal("registered while not live: called with true, want false")
 	}
@@ -213,6 +209,21 @@ func TestWatchWhileRedisIsAway(t *testing.T) {
 	if n := nextNotice(t, got); n.ID != 3 {
 		t.Fatalf("company watched during the outage got %+v, want id 3", n)
 	}
+}
+
+// liveChanges registers an OnLive callback that queues what it is told.
+// It never blocks, as OnLive requires: a callback that blocked on a full
+// channel held the hub's receive loop, and Close waited for it forever
+// (TestWatchWhileRedisIsAway hung CI once).
+func liveChanges(register func(func(bool))) <-chan bool {
+	ch := make(chan bool, 64)
+	register(func(v bool) {
+		select {
+		case ch <- v:
+		default: // more flaps than any test reads
+		}
+	})
+	return ch
 }
 
 func nextLive(t *testing.T, ch <-chan bool) bool {
